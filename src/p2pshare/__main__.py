@@ -1,0 +1,5 @@
+"""``python -m p2pshare`` runs the CLI."""
+
+from p2pshare.cli.app import run
+
+run()

@@ -1,0 +1,1 @@
+"""The command line (Typer + rich): the only room that prints."""

@@ -1,0 +1,101 @@
+"""The streaming hasher: reads a file once, in chunk-size pieces, and returns its manifest.
+
+The read happens in a worker thread into one preallocated buffer, so memory stays at one chunk
+whatever the file's size, and the event loop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from p2pshare.core.errors import IntegrityError, InvalidInput, NotFound
+from p2pshare.core.manifest import Manifest, ManifestBuilder, validate_name
+
+ProgressCallback = Callable[[int], None]
+"""Called from the worker thread with the number of bytes just read."""
+
+
+def hash_file_sync(
+    path: Path,
+    *,
+    chunk_size: int,
+    created: datetime,
+    name: str | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> Manifest:
+    """Return the manifest of the file at ``path`` (blocking; call it from a thread).
+
+    ``name`` defaults to the file's own name. Raises :class:`NotFound` when there is no such
+    file, :class:`InvalidInput` when it is not a regular file or cannot be read, and
+    :class:`IntegrityError` when the file changes size while it is read.
+    """
+    builder = ManifestBuilder(chunk_size)
+    name = validate_name(path.name if name is None else name)
+    try:
+        with path.open("rb") as fh:
+            info = os.fstat(fh.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise InvalidInput(f"{path}: not a regular file")
+            buf = bytearray(chunk_size)
+            view = memoryview(buf)
+            while True:
+                n = _read_full(fh, view)
+                if n == 0:
+                    break
+                builder.add_chunk(view[:n])
+                if on_progress is not None:
+                    on_progress(n)
+                if n < chunk_size:
+                    break
+    except FileNotFoundError:
+        raise NotFound(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InvalidInput(f"{path}: is a directory, not a file") from None
+    except PermissionError:
+        raise InvalidInput(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot read: {exc.strerror}") from None
+    if builder.size != info.st_size:
+        raise IntegrityError(
+            f"{path}: changed while it was read ({info.st_size} bytes before, {builder.size} read)"
+        )
+    return builder.finish(name, created)
+
+
+async def hash_file(
+    path: Path,
+    *,
+    chunk_size: int,
+    created: datetime,
+    name: str | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> Manifest:
+    """Return the manifest of the file at ``path``, read in a worker thread.
+
+    Same arguments and errors as :func:`hash_file_sync`.
+    """
+    return await asyncio.to_thread(
+        hash_file_sync,
+        path,
+        chunk_size=chunk_size,
+        created=created,
+        name=name,
+        on_progress=on_progress,
+    )
+
+
+def _read_full(fh: BinaryIO, view: memoryview) -> int:
+    """Fill ``view`` from ``fh``; return the bytes read (fewer only at end of file)."""
+    total = 0
+    while total < len(view):
+        n = fh.readinto(view[total:])
+        if not n:
+            break
+        total += n
+    return total

@@ -1,0 +1,104 @@
+"""The ``p2pshare`` command as a real process: output, one-line errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from p2pshare.core.manifest import Manifest, manifest_of_bytes
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "p2pshare", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int, needle: str) -> None:
+    assert proc.returncode == code, proc
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("p2pshare: error: "), lines
+    assert needle in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_help_lists_commands() -> None:
+    proc = run("--help")
+    assert proc.returncode == 0
+    for word in ("config", "manifest", "--env", "--config", "--json"):
+        assert word in proc.stdout
+
+
+def test_manifest_json_matches_the_library(tmp_path: Path) -> None:
+    data = os.urandom(300_000)
+    (tmp_path / "f.bin").write_bytes(data)
+    proc = run("--json", "manifest", str(tmp_path / "f.bin"), "--chunk-size", "64KiB")
+    assert proc.returncode == 0, proc.stderr
+    got = Manifest.parse(proc.stdout)
+    want = manifest_of_bytes(data, "f.bin", got.created, 64 * 1024)
+    assert got == want
+    assert abs((datetime.now(UTC) - got.created).total_seconds()) < 120
+
+
+def test_manifest_human_output(tmp_path: Path) -> None:
+    (tmp_path / "f.bin").write_bytes(b"hello")
+    proc = run("manifest", str(tmp_path / "f.bin"))
+    assert proc.returncode == 0, proc.stderr
+    assert "file id" in proc.stdout
+    assert manifest_of_bytes(b"hello", "f.bin", datetime.now(UTC), 4 * 2**20).file_id in proc.stdout
+
+
+def test_config_json_shows_values_and_sources(tmp_path: Path) -> None:
+    cfg = tmp_path / "p.toml"
+    cfg.write_text('storage = "2GiB"\n')
+    proc = run(
+        "--env", "production", "--config", str(cfg), "--json", "config",
+        env={"P2PSHARE_CHUNK_SIZE": "1MiB"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["env"] == {"value": "production", "source": "flag --env"}
+    assert doc["storage"] == {"value": 2 * 1024**3, "source": str(cfg)}
+    assert doc["chunk_size"]["source"] == "environment variable P2PSHARE_CHUNK_SIZE"
+    assert doc["log_format"] == {"value": "json", "source": "profile production"}
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (["manifest", "/definitely/not/here"], 1, "no such file"),
+        (["manifest", "{tmp}"], 1, "is a directory"),
+        (["manifest", "{tmp}/f", "--chunk-size", "3MB"], 1, "power of two"),
+        (["manifest", "{tmp}/f", "--chunk-size", "lots"], 1, "not a size"),
+        (["--env", "staging", "config"], 1, "unknown profile 'staging'"),
+        (["--config", "{tmp}/absent.toml", "config"], 1, "config file not found"),
+        (["--config", "{tmp}/bad.toml", "config"], 1, "unknown key 'colour'"),
+        (["nosuchcommand"], 2, "No such command"),
+        (["manifest"], 2, "Missing argument"),
+    ],
+)
+def test_bad_input_is_one_line_and_non_zero(
+    tmp_path: Path, args: list[str], code: int, needle: str
+) -> None:
+    (tmp_path / "f").write_bytes(b"x")
+    (tmp_path / "bad.toml").write_text('colour = "blue"\n')
+    proc = run(*(a.replace("{tmp}", str(tmp_path)) for a in args))
+    assert_one_line_error(proc, code, needle)
+    assert proc.stdout == ""
+
+
+def test_bad_environment_variable(tmp_path: Path) -> None:
+    proc = run("config", env={"P2PSHARE_STORAGE": "-5"})
+    assert_one_line_error(proc, 1, "P2PSHARE_STORAGE")
