@@ -52,7 +52,7 @@ async def test_refusals(tmp_path: Path) -> None:
         try:
             await hash_file(fifo, chunk_size=K64, created=WHEN)
         finally:
-            writer.join(5)
+            await asyncio.to_thread(writer.join, 5)
 
 
 def test_memory_is_bounded_by_one_chunk(tmp_path: Path) -> None:

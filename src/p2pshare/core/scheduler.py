@@ -1,0 +1,183 @@
+"""The download scheduler: which chunk to fetch next, from which holder (pure, no I/O).
+
+The download loop asks :meth:`DownloadScheduler.next_requests` for work, runs the fetches, and
+reports each outcome with :meth:`done` or :meth:`failed`. The rules:
+
+- **rarest first**: among chunks not yet fetched or in flight, those with the fewest usable
+  holders go first (ties: the earliest in the file);
+- **least-loaded holder**: a chunk goes to the usable holder with the fewest requests in flight
+  (ties: fewer errors so far, then the tracker's order, which lists online holders first);
+- **bounds**: at most ``per_holder`` requests in flight per holder and ``total`` in all;
+- **retry elsewhere**: a failed fetch (error, timeout, bad hash) is retried on another holder;
+  a holder is never asked again for a chunk it failed; a holder that sent bad bytes is recorded
+  in :attr:`bad_holders` for the caller to report, and a holder with ``max_errors`` failures in
+  a row is dropped for the whole download;
+- a chunk with no usable holder left is **stuck**; :attr:`stuck` lists them so the caller can
+  stop with a clear message instead of waiting.
+
+A chunk id that appears at several indices of a file is fetched once; the caller writes it at
+every offset (see :attr:`ChunkSource.indices`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+FailureKind = Literal["error", "timeout", "bad-hash"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkSource:
+    """A distinct chunk to fetch: its id, size, the indices it fills, and who holds it."""
+
+    chunk_id: str
+    size: int
+    indices: tuple[int, ...]
+    holders: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """Fetch ``chunk_id`` from ``holder``."""
+
+    chunk_id: str
+    holder: str
+
+
+@dataclass
+class _Chunk:
+    source: ChunkSource
+    tried: set[str] = field(default_factory=set)
+    in_flight: str | None = None
+    done: bool = False
+
+
+class DownloadScheduler:
+    """Decides the fetches of one download; see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        sources: Iterable[ChunkSource],
+        *,
+        per_holder: int = 4,
+        total: int = 16,
+        max_errors: int = 3,
+    ) -> None:
+        if per_holder < 1 or total < 1 or max_errors < 1:
+            raise ValueError("per_holder, total and max_errors must be at least 1")
+        self._chunks: dict[str, _Chunk] = {}
+        for s in sources:
+            if s.chunk_id in self._chunks:
+                raise ValueError(f"chunk {s.chunk_id} listed twice")
+            self._chunks[s.chunk_id] = _Chunk(s)
+        self.per_holder = per_holder
+        self.total = total
+        self.max_errors = max_errors
+        self._load: dict[str, int] = {}
+        self._errors_in_row: dict[str, int] = {}
+        self._errors: dict[str, int] = {}
+        self._dropped: set[str] = set()
+        self.bad_holders: dict[str, set[str]] = {}
+        """holder -> chunk ids it served with a wrong hash"""
+        self._order = {h: i for i, h in enumerate(self._holder_order())}
+
+    def _holder_order(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for c in self._chunks.values():
+            for h in c.source.holders:
+                seen.setdefault(h, None)
+        return list(seen)
+
+    # --- queries ---------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        """Return the number of requests handed out and not yet reported."""
+        return sum(self._load.values())
+
+    @property
+    def finished(self) -> bool:
+        """Return True when every chunk has been fetched."""
+        return all(c.done for c in self._chunks.values())
+
+    @property
+    def remaining(self) -> int:
+        """Return the number of chunks not fetched yet (in flight included)."""
+        return sum(not c.done for c in self._chunks.values())
+
+    @property
+    def stuck(self) -> list[str]:
+        """Return the chunks that are not done, not in flight, and have no usable holder."""
+        return [
+            cid
+            for cid, c in self._chunks.items()
+            if not c.done and c.in_flight is None and not self._usable(c)
+        ]
+
+    def _usable(self, c: _Chunk) -> list[str]:
+        return [h for h in c.source.holders if h not in c.tried and h not in self._dropped]
+
+    # --- decisions -------------------------------------------------------------------------
+
+    def next_requests(self) -> list[Request]:
+        """Return new requests up to the bounds, and mark them in flight."""
+        out: list[Request] = []
+        waiting = [c for c in self._chunks.values() if not c.done and c.in_flight is None]
+        waiting.sort(key=lambda c: (len(self._usable(c)), c.source.indices[0]))
+        for c in waiting:
+            if self.in_flight >= self.total:
+                break
+            candidates = [h for h in self._usable(c) if self._load.get(h, 0) < self.per_holder]
+            if not candidates:
+                continue
+            holder = min(
+                candidates,
+                key=lambda h: (self._load.get(h, 0), self._errors.get(h, 0), self._order[h]),
+            )
+            c.in_flight = holder
+            self._load[holder] = self._load.get(holder, 0) + 1
+            out.append(Request(c.source.chunk_id, holder))
+        return out
+
+    def _settle(self, chunk_id: str, holder: str) -> _Chunk:
+        c = self._chunks.get(chunk_id)
+        if c is None or c.in_flight != holder:
+            raise ValueError(f"no request for chunk {chunk_id} from {holder} is in flight")
+        c.in_flight = None
+        self._load[holder] -= 1
+        return c
+
+    def done(self, chunk_id: str, holder: str) -> ChunkSource:
+        """Record that ``holder`` delivered ``chunk_id`` intact; return the chunk's source."""
+        c = self._settle(chunk_id, holder)
+        c.done = True
+        self._errors_in_row[holder] = 0
+        return c.source
+
+    def failed(self, chunk_id: str, holder: str, kind: FailureKind) -> None:
+        """Record that fetching ``chunk_id`` from ``holder`` failed; it will go elsewhere."""
+        c = self._settle(chunk_id, holder)
+        c.tried.add(holder)
+        self._errors[holder] = self._errors.get(holder, 0) + 1
+        self._errors_in_row[holder] = self._errors_in_row.get(holder, 0) + 1
+        if kind == "bad-hash":
+            self.bad_holders.setdefault(holder, set()).add(chunk_id)
+        if self._errors_in_row[holder] >= self.max_errors:
+            self._dropped.add(holder)
+
+    def mark_done(self, chunk_id: str) -> None:
+        """Record a chunk as already present (resume); it is not fetched."""
+        c = self._chunks[chunk_id]
+        if c.in_flight is not None:
+            raise ValueError(f"chunk {chunk_id} is in flight")
+        c.done = True
+
+    def add_holder(self, chunk_id: str, holder: str) -> None:
+        """Add a source for a chunk (a new holder or leecher learned from the tracker)."""
+        c = self._chunks[chunk_id]
+        if holder not in c.source.holders:
+            s = c.source
+            c.source = ChunkSource(s.chunk_id, s.size, s.indices, (*s.holders, holder))
+            self._order.setdefault(holder, len(self._order))

@@ -1,0 +1,89 @@
+"""Reservations kept on disk in ``DATA/reservations.sqlite3``, so a restart keeps its promises.
+
+Every method blocks (SQLite): call it through :func:`asyncio.to_thread`. One connection is
+shared by the worker threads, guarded by a :class:`threading.Lock`. WAL journal with
+``synchronous=FULL``: a reservation is on disk before the call that made it returns.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+from p2pshare.storage.ledger import Reservation
+
+FILE_NAME = "reservations.sqlite3"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS reservations (
+    reservation_id TEXT PRIMARY KEY,
+    upload_id      TEXT NOT NULL,
+    nbytes         INTEGER NOT NULL CHECK (nbytes > 0),
+    used           INTEGER NOT NULL CHECK (used >= 0),
+    expires_at     REAL NOT NULL
+)
+"""
+
+
+class ReservationDB:
+    """The reservation table of one data directory. Open it with :meth:`open`."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, data_dir: Path) -> ReservationDB:
+        """Return the database in ``data_dir``, creating the file and table when missing."""
+        conn = sqlite3.connect(data_dir / FILE_NAME, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            with conn:
+                conn.execute(_SCHEMA)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn)
+
+    def load(self) -> list[Reservation]:
+        """Return every stored reservation, lapsed or not."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT reservation_id, upload_id, nbytes, used, expires_at FROM reservations"
+            ).fetchall()
+        return [Reservation(*row) for row in rows]
+
+    def insert(self, reservation: Reservation) -> None:
+        """Store a new reservation."""
+        r = reservation
+        with self._lock, self._conn:
+            self._conn.execute(
+                "INSERT INTO reservations VALUES (?, ?, ?, ?, ?)",
+                (r.reservation_id, r.upload_id, r.nbytes, r.used, r.expires_at),
+            )
+
+    def set_used(self, reservation_id: str, used: int) -> None:
+        """Record that ``used`` bytes of the reservation hold stored chunks."""
+        with self._lock, self._conn:
+            self._conn.execute(
+                "UPDATE reservations SET used = ? WHERE reservation_id = ?",
+                (used, reservation_id),
+            )
+
+    def delete(self, reservation_ids: Iterable[str]) -> None:
+        """Forget the given reservations (unknown ids are ignored)."""
+        with self._lock, self._conn:
+            self._conn.executemany(
+                "DELETE FROM reservations WHERE reservation_id = ?",
+                [(rid,) for rid in reservation_ids],
+            )
+
+    def close(self) -> None:
+        """Close the connection; the object is unusable afterwards."""
+        with self._lock:
+            self._conn.close()

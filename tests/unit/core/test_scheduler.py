@@ -1,0 +1,156 @@
+"""The download scheduler, driven with plain values."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from p2pshare.core.scheduler import ChunkSource, DownloadScheduler, Request
+
+
+def cid(i: int) -> str:
+    return f"{i:064x}"
+
+
+def source(i: int, *holders: str) -> ChunkSource:
+    return ChunkSource(cid(i), 100, (i,), holders)
+
+
+def test_rarest_first() -> None:
+    s = DownloadScheduler(
+        [source(0, "a", "b", "c"), source(1, "a"), source(2, "a", "b")], per_holder=1, total=1
+    )
+    assert s.next_requests() == [Request(cid(1), "a")]
+
+
+def test_least_loaded_holder_and_bounds() -> None:
+    s = DownloadScheduler([source(i, "a", "b") for i in range(10)], per_holder=2, total=3)
+    reqs = s.next_requests()
+    assert len(reqs) == 3
+    holders = [r.holder for r in reqs]
+    assert holders.count("a") <= 2 and holders.count("b") <= 2
+    assert s.next_requests() == []  # total bound reached
+    s.done(reqs[0].chunk_id, reqs[0].holder)
+    more = s.next_requests()
+    assert len(more) == 1
+    assert more[0].holder == reqs[0].holder  # the holder that just freed a slot
+
+
+def test_failure_retries_on_another_holder_and_never_the_same() -> None:
+    s = DownloadScheduler([source(0, "a", "b")], per_holder=4, total=4)
+    (r,) = s.next_requests()
+    s.failed(r.chunk_id, r.holder, "timeout")
+    (r2,) = s.next_requests()
+    assert r2.holder != r.holder
+    s.failed(r2.chunk_id, r2.holder, "error")
+    assert s.next_requests() == []
+    assert s.stuck == [cid(0)]
+    assert not s.finished
+
+
+def test_bad_hash_is_recorded_for_reporting() -> None:
+    s = DownloadScheduler([source(0, "evil", "good")], per_holder=4, total=4)
+    (r,) = s.next_requests()
+    assert r.holder == "evil"  # tracker order breaks the tie
+    s.failed(r.chunk_id, "evil", "bad-hash")
+    assert s.bad_holders == {"evil": {cid(0)}}
+    (r2,) = s.next_requests()
+    assert r2.holder == "good"
+    s.done(r2.chunk_id, "good")
+    assert s.finished
+
+
+def test_a_failing_holder_is_dropped_after_max_errors() -> None:
+    s = DownloadScheduler([source(i, "x") for i in range(3)], per_holder=1, total=1, max_errors=2)
+    for _ in range(2):
+        (r,) = s.next_requests()
+        s.failed(r.chunk_id, "x", "error")
+    # x failed twice in a row: it is dropped, even for the chunk it was never asked for
+    assert s.next_requests() == []
+    assert sorted(s.stuck) == [cid(0), cid(1), cid(2)]
+
+
+def test_a_success_resets_the_error_run() -> None:
+    s = DownloadScheduler([source(i, "x") for i in range(3)], per_holder=1, total=1, max_errors=2)
+    (r,) = s.next_requests()
+    s.failed(r.chunk_id, "x", "error")
+    (r,) = s.next_requests()
+    s.done(r.chunk_id, "x")
+    (r,) = s.next_requests()
+    assert r.holder == "x"
+
+
+def test_resume_skips_present_chunks() -> None:
+    s = DownloadScheduler([source(0, "a"), source(1, "a")])
+    s.mark_done(cid(0))
+    assert [r.chunk_id for r in s.next_requests()] == [cid(1)]
+    assert s.remaining == 1
+
+
+def test_reports_must_match_a_request() -> None:
+    s = DownloadScheduler([source(0, "a")])
+    with pytest.raises(ValueError, match="in flight"):
+        s.done(cid(0), "a")
+    (r,) = s.next_requests()
+    with pytest.raises(ValueError, match="in flight"):
+        s.done(r.chunk_id, "b")
+
+
+def test_added_holder_unsticks_a_chunk() -> None:
+    s = DownloadScheduler([source(0, "a")])
+    (r,) = s.next_requests()
+    s.failed(r.chunk_id, "a", "error")
+    assert s.stuck == [cid(0)]
+    s.add_holder(cid(0), "leecher")
+    assert s.next_requests() == [Request(cid(0), "leecher")]
+
+
+def test_duplicates_refused() -> None:
+    with pytest.raises(ValueError, match="twice"):
+        DownloadScheduler([source(0, "a"), source(0, "b")])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=25),
+    st.integers(min_value=1, max_value=5),
+    st.integers(min_value=1, max_value=4),
+    st.integers(min_value=1, max_value=12),
+    st.integers(min_value=0, max_value=2**32),
+)
+def test_simulated_downloads_respect_bounds_and_finish(
+    n: int, holders: int, per_holder: int, total: int, seed: int
+) -> None:
+    """Random outcomes: bounds always hold; with one reliable holder per chunk, it finishes."""
+    rng = random.Random(seed)
+    names = [f"h{i}" for i in range(holders)]
+    reliable = names[0]
+    srcs = [
+        ChunkSource(cid(i), 10, (i,), tuple(rng.sample(names, rng.randint(1, holders))))
+        for i in range(n)
+    ]
+    srcs = [s if reliable in s.holders else ChunkSource(s.chunk_id, 10, s.indices,
+            (*s.holders, reliable)) for s in srcs]  # fmt: skip
+    s = DownloadScheduler(srcs, per_holder=per_holder, total=total, max_errors=10**6)
+    flying: list[Request] = []
+    for _ in range(10_000):
+        flying += s.next_requests()
+        load: dict[str, int] = {}
+        for r in flying:
+            load[r.holder] = load.get(r.holder, 0) + 1
+        assert len(flying) <= total
+        assert all(v <= per_holder for v in load.values())
+        assert len({r.chunk_id for r in flying}) == len(flying)
+        if not flying:
+            break
+        r = flying.pop(rng.randrange(len(flying)))
+        if r.holder != reliable and rng.random() < 0.5:
+            s.failed(r.chunk_id, r.holder, rng.choice(["error", "timeout", "bad-hash"]))
+        else:
+            s.done(r.chunk_id, r.holder)
+    assert s.finished
+    assert s.stuck == []
+    assert reliable not in s.bad_holders
