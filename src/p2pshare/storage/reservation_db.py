@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -27,6 +28,23 @@ CREATE TABLE IF NOT EXISTS reservations (
 )
 """
 
+_OPEN_ATTEMPTS = 100
+_OPEN_RETRY_DELAY = 0.02
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        with conn:
+            conn.execute(_SCHEMA)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
 
 class ReservationDB:
     """The reservation table of one data directory. Open it with :meth:`open`."""
@@ -37,18 +55,21 @@ class ReservationDB:
 
     @classmethod
     def open(cls, data_dir: Path) -> ReservationDB:
-        """Return the database in ``data_dir``, creating the file and table when missing."""
-        conn = sqlite3.connect(data_dir / FILE_NAME, check_same_thread=False)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            with conn:
-                conn.execute(_SCHEMA)
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except BaseException:
-            conn.close()
-            raise
-        return cls(conn)
+        """Return the database in ``data_dir``, creating the file and table when missing.
+
+        Two processes opening a fresh directory at once can meet SQLite's deadlock guard,
+        which answers SQLITE_BUSY at once instead of waiting (switching to WAL needs an
+        exclusive lock); the open is retried a bounded number of times (about 2 s in all).
+        """
+        for attempt in range(_OPEN_ATTEMPTS):
+            try:
+                return cls(_connect(data_dir / FILE_NAME))
+            except sqlite3.OperationalError as exc:
+                busy = exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+                if not busy or attempt == _OPEN_ATTEMPTS - 1:
+                    raise
+                time.sleep(_OPEN_RETRY_DELAY)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def load(self) -> list[Reservation]:
         """Return every stored reservation, lapsed or not."""

@@ -6,6 +6,7 @@ import asyncio
 import json
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -128,3 +129,38 @@ async def test_open_leaves_a_live_writers_temp_file_alone(tmp_path: Path) -> Non
             assert (await w.result())["created"] is True
             assert await store.read(cid) == data
     assert await asyncio.to_thread(temp_files, tmp_path) == []
+
+
+OPENER = """
+import asyncio, sys, time
+from pathlib import Path
+from p2pshare.storage.filestore import FileChunkStore
+
+async def main():
+    store = await FileChunkStore.open(Path(sys.argv[1]), quota=2**20)
+    await store.close()
+
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+asyncio.run(main())
+"""
+
+
+async def test_many_processes_opening_a_fresh_directory_at_once_all_succeed(
+    tmp_path: Path,
+) -> None:
+    """Opening a fresh directory from several processes at once (SQLite set-up races)."""
+    start = str(time.time() + 1.0)
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            OPENER,
+            str(tmp_path),
+            start,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for _ in range(6)
+    ]
+    async with asyncio.timeout(WAIT):
+        outcomes = [(await p.wait(), (await p.stderr.read()).decode()) for p in procs]  # type: ignore[union-attr]
+    assert [code for code, _ in outcomes] == [0] * 6, [err for _, err in outcomes if err]
