@@ -63,7 +63,15 @@ def _http_url(value: str) -> str:
     return value.rstrip("/")
 
 
+def _db_url(value: str) -> str:
+    scheme, sep, rest = value.partition("://")
+    if not sep or not scheme or not rest:
+        raise ValueError("must be a database URL like postgresql+asyncpg://user@host/db")
+    return value
+
+
 Size = Annotated[int, BeforeValidator(_size)]
+DbUrl = Annotated[str, AfterValidator(_db_url)]
 ChunkSize = Annotated[int, BeforeValidator(_size), AfterValidator(_chunk_size)]
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 
@@ -118,6 +126,17 @@ class Settings(BaseSettings):
         "INFO", description="least severe log level shown"
     )
     log_format: Literal["text", "json"] = Field("text", description="log lines as text or JSON")
+    tracker_host: str = Field("127.0.0.1", min_length=1, description="address the tracker binds")
+    tracker_port: int = Field(7070, ge=0, le=65535, description="port the tracker listens on")
+    heartbeat_interval: float = Field(
+        30.0, gt=0, le=86400, description="seconds between node announces; 3 missed = offline"
+    )
+    db_url: DbUrl | None = Field(
+        None, description="tracker database URL (default: SQLite file DATA_DIR/tracker.db)"
+    )
+    max_body_size: Size = Field(
+        96 * 1024**2, ge=1024, description="largest request body the tracker accepts (96MiB)"
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -28,6 +28,7 @@ from rich.table import Table
 from typer._click import exceptions as click_errors  # typer >= 0.29 vendors click
 
 from p2pshare import __version__
+from p2pshare.cli.tracker_cmd import tracker_cmd
 from p2pshare.config import Settings, describe_sources, load_settings
 from p2pshare.core.errors import InvalidInput, P2PShareError
 from p2pshare.core.sizes import format_size, parse_size
@@ -167,6 +168,9 @@ def manifest_cmd(
     console.print(f"file id    {manifest.file_id}")
 
 
+app.command("tracker")(tracker_cmd)
+
+
 @app.command("demo")
 def demo_cmd() -> None:
     """Start a tracker and nodes on loopback and run a real upload and download.
@@ -192,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2  # the help text was printed already
     except click_errors.UsageError as exc:
         return _fail(exc.format_message(), 2)
-    except click_errors.Abort:
+    except typer.Abort:
         return _fail("interrupted", 130)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)

@@ -10,13 +10,19 @@ Every error the project raises on purpose is a :class:`P2PShareError`. Each clas
     │   ├── InvalidSize         a size that does not parse or is out of range
     │   ├── InvalidName         a file name with path separators or control characters
     │   ├── InvalidManifest     a manifest whose fields disagree with each other
-    │   └── ConfigError         a configuration key or value that is refused
+    │   ├── ConfigError         a configuration key or value that is refused
+    │   ├── UnknownNode         a request names a node the tracker has never heard from
+    │   └── PayloadTooLarge     a request body above the size limit (413)
+    ├── Forbidden               the caller may not do this, e.g. delete another's file (403)
     ├── NotFound                the thing asked for does not exist (404)
+    ├── Conflict                the id is taken by something different (409)
     ├── IntegrityError          bytes that do not match the hash that names them (422)
     ├── QuotaExceeded           a write would pass the bytes the node offers (507)
     ├── ReservationError        a reservation is unknown, too small or expired (409)
     │   └── ReservationExpired  the reservation's expiry has passed (410)
-    └── StoreLocked             another process owns this data directory (409)
+    ├── StoreLocked             another process owns this data directory (409)
+    ├── Unavailable             a peer or the tracker did not answer in time (503)
+    └── RemoteError             a peer answered with something we cannot use (502)
 
 Whose fault an error is (h11's local/remote split) is the caller's to say: the same
 ``IntegrityError`` is a bug report about a peer when a download receives it, and a refusal when
@@ -79,11 +85,38 @@ class ConfigError(InvalidInput):
     code = "invalid-config"
 
 
+class UnknownNode(InvalidInput):
+    """A request names a node (owner, holder, reporter) that has never announced itself."""
+
+    code = "unknown-node"
+
+
+class PayloadTooLarge(InvalidInput):
+    """A request body larger than the receiver accepts; nothing of it was used."""
+
+    code = "payload-too-large"
+    status = 413
+
+
+class Forbidden(P2PShareError):
+    """The caller may not do this (e.g. withdraw a file it does not own)."""
+
+    code = "forbidden"
+    status = 403
+
+
 class NotFound(P2PShareError):
     """The chunk, file, node or reservation asked for does not exist."""
 
     code = "not-found"
     status = 404
+
+
+class Conflict(P2PShareError):
+    """The id is already taken by something different (another owner, another manifest)."""
+
+    code = "conflict"
+    status = 409
 
 
 class IntegrityError(P2PShareError):
@@ -119,3 +152,17 @@ class StoreLocked(P2PShareError):
 
     code = "store-locked"
     status = 409
+
+
+class Unavailable(P2PShareError):
+    """A node or the tracker could not be reached, or did not answer within its timeout."""
+
+    code = "unavailable"
+    status = 503
+
+
+class RemoteError(P2PShareError):
+    """A node or the tracker answered, but with an error we do not know or a malformed body."""
+
+    code = "remote-error"
+    status = 502

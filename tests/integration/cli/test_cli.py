@@ -64,9 +64,14 @@ def test_config_json_shows_values_and_sources(tmp_path: Path) -> None:
     cfg = tmp_path / "p.toml"
     cfg.write_text('storage = "2GiB"\n')
     proc = run(
-        "--env", "production", "--config", str(cfg), "--json", "config",
+        "--env",
+        "production",
+        "--config",
+        str(cfg),
+        "--json",
+        "config",
         env={"P2PSHARE_CHUNK_SIZE": "1MiB"},
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["env"] == {"value": "production", "source": "flag --env"}

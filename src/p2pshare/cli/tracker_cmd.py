@@ -1,0 +1,93 @@
+"""``p2pshare tracker``: run the tracker service in the foreground."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from p2pshare.config import load_settings
+
+if TYPE_CHECKING:
+    from p2pshare.cli.app import Context
+
+QUIET_LOGGERS = ("aiosqlite", "asyncio", "alembic.runtime.migration")
+
+
+def tracker_cmd(
+    ctx: typer.Context,
+    host: Annotated[
+        str | None,
+        typer.Option("--host", help="Address to bind [default: 127.0.0.1].", show_default=False),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port",
+            min=0,
+            max=65535,
+            help="Port (0: any free one) [default: 7070].",
+            show_default=False,
+        ),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", help="Data directory; the database is DIR/tracker.db.", show_default=False
+        ),
+    ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            help="Database URL instead of the SQLite file, e.g. postgresql+asyncpg://u@h/db.",
+            show_default=False,
+        ),
+    ] = None,
+    heartbeat_interval: Annotated[
+        float | None,
+        typer.Option(
+            "--heartbeat-interval",
+            metavar="S",
+            help="Seconds between node announces; 3 missed = offline [default: 30].",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Run the tracker: the catalogue of nodes, files and chunk locations.
+
+    Serves the HTTP API under /v1 (OpenAPI at /openapi.json) until ctrl-C or SIGTERM.
+    Prints one line when it is ready: the address it listens on.
+    """
+    # imported here so other commands do not pay for FastAPI, SQLAlchemy and uvicorn
+    from p2pshare.tracker.server import run
+    from p2pshare.tracker.settings import TrackerSettings
+
+    c: Context = ctx.obj
+    settings = load_settings(
+        profile=c.profile,
+        config_file=c.config_file,
+        flags={
+            "tracker_host": host,
+            "tracker_port": port,
+            "data_dir": data,
+            "db_url": db,
+            "heartbeat_interval": heartbeat_interval,
+        },
+    )
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for chatty in QUIET_LOGGERS:  # one line per SQLite call at DEBUG
+        logging.getLogger(chatty).setLevel(max(logging.INFO, logging.getLogger().level))
+
+    def ready(url: str) -> None:
+        if c.json:
+            print(json.dumps({"listening": url}), flush=True)
+        else:
+            print(f"p2pshare tracker listening on {url}", flush=True)
+
+    run(TrackerSettings.from_settings(settings), on_ready=ready)

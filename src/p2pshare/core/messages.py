@@ -1,0 +1,292 @@
+"""Wire messages: every request and response body of the tracker and node APIs.
+
+Server and client import these same models, so no body is ever a dict built by hand. Field
+limits are part of the protocol: a message that breaks one is refused before anything runs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Generic, Literal, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from p2pshare.core.chunking import MAX_CHUNKS
+from p2pshare.core.errors import InvalidId
+from p2pshare.core.ids import validate_id
+from p2pshare.core.manifest import Manifest
+
+MAX_PAGE_SIZE = 500
+"""Most items one list request may return."""
+DEFAULT_PAGE_SIZE = 100
+MAX_REPLICAS = 16
+"""Highest replica target one file may ask for."""
+MAX_REPORT_CHUNKS = 4096
+"""Most chunk ids one replica report may carry."""
+
+
+def _hex_id(value: str) -> str:
+    try:
+        return validate_id(value)
+    except InvalidId as exc:
+        raise ValueError(exc.detail) from None
+
+
+HexId = Annotated[str, AfterValidator(_hex_id)]
+"""A chunk id or file id: 64 lowercase hex characters."""
+
+NodeId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
+        description="a node's id: letters, digits, '-' and '_', at most 64",
+    ),
+]
+NodeName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="a human label for a node; ids, not names, are trusted",
+    ),
+]
+Address = Annotated[
+    str,
+    Field(
+        min_length=8,
+        max_length=255,
+        pattern=r"^https?://[A-Za-z0-9.\-\[\]:]+(:[0-9]{1,5})?$",
+        description="base URL where a node serves its peer API, e.g. http://127.0.0.1:7071",
+    ),
+]
+ByteCount = Annotated[int, Field(ge=0, le=2**62, description="a number of bytes")]
+
+
+class Message(BaseModel):
+    """Base of every wire message: unknown fields are refused, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- nodes ---------------------------------------------------------------------------------
+
+
+class NodeAnnounce(Message):
+    """A node says it is online (sent every heartbeat interval)."""
+
+    node_id: NodeId
+    name: NodeName
+    address: Address
+    offered_bytes: ByteCount = Field(description="storage the node offers to others")
+    used_bytes: ByteCount = Field(description="bytes of chunks it stores now")
+    free_bytes: ByteCount = Field(
+        description="bytes it can still accept (offered - used - reserved)"
+    )
+
+
+class AnnounceAck(Message):
+    """The tracker's answer to an announce."""
+
+    heartbeat_interval: float = Field(gt=0, description="seconds until the next announce is due")
+    offline_after: float = Field(
+        gt=0, description="seconds of silence after which a node is offline"
+    )
+
+
+class NodeInfo(Message):
+    """A node as the tracker knows it."""
+
+    node_id: NodeId
+    name: NodeName
+    address: Address
+    offered_bytes: ByteCount
+    used_bytes: ByteCount
+    free_bytes: ByteCount
+    last_seen: datetime
+    online: bool
+
+
+T = TypeVar("T")
+
+
+class Page(Message, Generic[T]):
+    """One page of a list: ``items`` from ``offset``, ``total`` matching in all."""
+
+    items: list[T]
+    total: int = Field(ge=0)
+    offset: int = Field(ge=0)
+    limit: int = Field(ge=1, le=MAX_PAGE_SIZE)
+
+
+# --- files ---------------------------------------------------------------------------------
+
+
+class ChunkAck(Message):
+    """A holder's receipt: it verified ``chunk_id`` and made it durable."""
+
+    node_id: NodeId
+    chunk_id: HexId
+    size: ByteCount
+
+
+class Placement(Message):
+    """Which nodes hold one chunk."""
+
+    chunk_id: HexId
+    holders: list[NodeId] = Field(min_length=1, max_length=MAX_REPLICAS + 1)
+
+
+class FileRegistration(Message):
+    """Upload step 9: the manifest, where every chunk went, and the holders' acks."""
+
+    manifest: Manifest
+    owner: NodeId = Field(description="the uploading node")
+    replica_target: int = Field(
+        ge=1, le=MAX_REPLICAS, description="holders per chunk the owner asked for"
+    )
+    placement: list[Placement] = Field(max_length=MAX_CHUNKS)
+    acks: list[ChunkAck] = Field(max_length=MAX_CHUNKS * (MAX_REPLICAS + 1))
+
+    @model_validator(mode="after")
+    def _placement_covers_each_chunk_once(self) -> FileRegistration:
+        placed = [p.chunk_id for p in self.placement]
+        if len(set(placed)) != len(placed):
+            raise ValueError("placement lists a chunk more than once")
+        missing = set(self.manifest.chunk_ids) - set(placed)
+        if missing:
+            raise ValueError(f"no holder for chunk {sorted(missing)[0]}")
+        extra = set(placed) - set(self.manifest.chunk_ids)
+        if extra:
+            raise ValueError(f"placement names chunk {sorted(extra)[0]}, which is not in the file")
+        acked = {(a.node_id, a.chunk_id) for a in self.acks}
+        for p in self.placement:
+            for node in p.holders:
+                if (node, p.chunk_id) not in acked:
+                    raise ValueError(f"holder {node} has no ack for chunk {p.chunk_id}")
+        return self
+
+
+FileState = Literal["available", "deleted"]
+
+
+class RegistrationAck(Message):
+    """The tracker's ack of a registration (upload step 10): the file is committed."""
+
+    file_id: HexId
+    state: FileState
+    registered_at: datetime
+
+
+class FileSummary(Message):
+    """A file in a list."""
+
+    file_id: HexId
+    name: str
+    size: ByteCount
+    chunks: int = Field(ge=0)
+    owner: NodeId
+    state: FileState
+    created: datetime
+    downloads: int = Field(ge=0, description="completed downloads recorded")
+
+
+class Holder(Message):
+    """A node holding a chunk, as a downloader needs it."""
+
+    node_id: NodeId
+    address: Address
+    online: bool
+
+
+class ChunkHolders(Message):
+    """Where one chunk of a file lives; online holders first."""
+
+    index: int = Field(ge=0)
+    chunk_id: HexId
+    holders: list[Holder]
+    replicas_online: int = Field(ge=0)
+
+
+class FileDetail(Message):
+    """Download steps 1-3: the manifest and where each chunk is."""
+
+    manifest: Manifest
+    owner: NodeId
+    state: FileState
+    replica_target: int
+    registered_at: datetime
+    seeders: list[NodeInfo] = Field(description="nodes holding every chunk")
+    leechers: list[NodeInfo] = Field(description="nodes downloading now")
+    chunks: list[ChunkHolders]
+    downloads: int = Field(ge=0)
+
+
+class LeecherUpdate(Message):
+    """A node starts or stops downloading a file."""
+
+    node_id: NodeId
+    state: Literal["started", "stopped"]
+
+
+class ReplicaReport(Message):
+    """A node reports chunks of a file it now holds, or lost."""
+
+    node_id: NodeId
+    held: list[HexId] = Field(default_factory=list, max_length=MAX_REPORT_CHUNKS)
+    lost: list[HexId] = Field(default_factory=list, max_length=MAX_REPORT_CHUNKS)
+
+
+class DownloadReport(Message):
+    """Download steps 7-8: a leecher reports completion, or a holder reports bytes served.
+
+    ``role`` is ``leecher`` for the downloader's completion and ``holder`` for a holder's
+    report of what it served to ``peer`` (the downloader).
+    """
+
+    node_id: NodeId
+    role: Literal["leecher", "holder"]
+    bytes: ByteCount
+    peer: NodeId | None = Field(default=None, description="for a holder: whom it served")
+
+
+class Receipt(Message):
+    """The tracker's ack of a report: what it recorded and when."""
+
+    recorded: str = Field(description="what was recorded, e.g. 'download-completed'")
+    at: datetime
+
+
+class Health(Message):
+    """``GET /v1/health``."""
+
+    status: Literal["ok"]
+    version: str
+
+
+class Stats(Message):
+    """``GET /v1/stats``: the network at a glance."""
+
+    nodes_online: int = Field(ge=0)
+    nodes_total: int = Field(ge=0)
+    capacity_bytes: ByteCount = Field(description="storage offered by online nodes")
+    free_bytes: ByteCount = Field(description="free storage on online nodes")
+    files: int = Field(ge=0)
+    chunks: int = Field(ge=0, description="distinct chunks of available files")
+    under_replicated: int = Field(
+        ge=0, description="chunks with fewer online holders than their file's replica target"
+    )
+
+
+class Problem(Message):
+    """An error body (``application/problem+json``, RFC 9457)."""
+
+    type: str = Field(description="stable error type, e.g. 'urn:p2pshare:not-found'")
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, str]] | None = Field(
+        default=None, description="for validation errors: field and message of each"
+    )

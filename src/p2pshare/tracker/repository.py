@@ -1,0 +1,687 @@
+"""Every query of the tracker, and the one owner check (:func:`ensure_owner`).
+
+Methods that change something run in one write transaction and return only after it is
+committed: what they return is an ack (design.md §2, upload step 10; download step 8). Reads
+run in one read transaction, so the queries of one answer see the same snapshot. Nothing here
+is SQLite-only: upserts go through :func:`_insert`, which picks the dialect's ``INSERT ... ON
+CONFLICT``.
+
+Who is online comes from :class:`~p2pshare.tracker.liveness.Liveness` (memory), not from the
+``nodes.status`` column, except where a query must filter many rows in SQL (``GET /v1/nodes``
+without ``online=true``, the under-replicated count of ``GET /v1/stats``): there the column,
+written behind within one flush period, stands in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, and_, delete, func, literal, null, select, union_all, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError as DBIntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased, undefer
+
+from p2pshare.core.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    UnknownNode,
+)
+from p2pshare.core.manifest import Manifest
+from p2pshare.core.messages import (
+    ChunkHolders,
+    DownloadReport,
+    FileDetail,
+    FileRegistration,
+    FileSummary,
+    Holder,
+    LeecherUpdate,
+    NodeAnnounce,
+    NodeInfo,
+    Page,
+    Receipt,
+    RegistrationAck,
+    ReplicaReport,
+    Stats,
+)
+from p2pshare.tracker.cache import DetailCache, FileSnapshot
+from p2pshare.tracker.clock import Clock
+from p2pshare.tracker.db import Database
+from p2pshare.tracker.liveness import FlushBatch, Liveness, reserved_bytes
+from p2pshare.tracker.models import Base, Chunk, Event, File, Leecher, Node, Replica
+
+log = logging.getLogger(__name__)
+
+AVAILABLE = "available"
+DELETED = "deleted"
+IN_BATCH = 500
+"""Most values bound in one ``IN (...)`` list (well under SQLite's and asyncpg's limits)."""
+
+_NODE_COLUMNS = (
+    Node.node_id,
+    Node.name,
+    Node.address,
+    Node.offered_bytes,
+    Node.used_bytes,
+    Node.free_bytes,
+    Node.last_seen,
+)
+
+
+def ensure_owner(file: File, node_id: str) -> None:
+    """Raise :class:`Forbidden` unless ``node_id`` owns ``file``.
+
+    The one owner check of the tracker. Today the caller's node id is taken at its word;
+    with the security issue it becomes the id proven by the request's signature, here.
+    """
+    if file.owner_id != node_id:
+        raise Forbidden(f"node {node_id} does not own file {file.file_id}")
+
+
+def _insert(session: AsyncSession, model: type[Base]) -> Any:
+    """Return the dialect's INSERT for ``model``, which has ``on_conflict_do_*``."""
+    name = session.bind.dialect.name
+    if name == "sqlite":
+        return sqlite.insert(model)
+    if name == "postgresql":
+        return postgresql.insert(model)
+    raise NotImplementedError(f"no upsert for database {name!r}")  # pragma: no cover
+
+
+def _batches(items: Sequence[str], size: int = IN_BATCH) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _node_info_from_row(row: Row[Any], online: bool) -> NodeInfo:
+    return NodeInfo(
+        node_id=row.node_id,
+        name=row.name,
+        address=row.address,
+        offered_bytes=row.offered_bytes,
+        used_bytes=row.used_bytes,
+        free_bytes=row.free_bytes,
+        last_seen=row.last_seen,
+        online=online,
+    )
+
+
+class Repository:
+    """The tracker's data: nodes, files, chunks, replicas, leechers and events."""
+
+    def __init__(
+        self, db: Database, liveness: Liveness, clock: Clock, cache: DetailCache | None = None
+    ) -> None:
+        self.db = db
+        self.liveness = liveness
+        self.clock = clock
+        self.cache = cache if cache is not None else DetailCache(clock)
+
+    # --- nodes ----------------------------------------------------------------------------
+
+    def node_info(self, row: Row[Any] | None, node_id: str) -> NodeInfo | None:
+        """Return what is known of ``node_id``: its last announce if any, else its ``row``."""
+        state = self.liveness.get(node_id)
+        online = self.liveness.is_online(node_id)
+        if state is not None:
+            return state.info(online=online)
+        return None if row is None else _node_info_from_row(row, online)
+
+    async def save_node(self, a: NodeAnnounce) -> None:
+        """Insert or update the row of the announcing node now (it is new or changed)."""
+        now = self.clock.now()
+        values = {
+            "node_id": a.node_id,
+            "name": a.name,
+            "address": a.address,
+            "offered_bytes": a.offered_bytes,
+            "used_bytes": a.used_bytes,
+            "reserved_bytes": reserved_bytes(a),
+            "free_bytes": a.free_bytes,
+            "first_seen": now,
+            "last_seen": now,
+            "status": "online",
+        }
+        async with self.db.write() as s:
+            stmt = _insert(s, Node).values(values)
+            changed = {k: stmt.excluded[k] for k in values if k not in {"node_id", "first_seen"}}
+            await s.execute(stmt.on_conflict_do_update(index_elements=["node_id"], set_=changed))
+
+    async def write_liveness(self, batch: FlushBatch) -> None:
+        """Write a liveness batch in one transaction (see :mod:`.liveness`)."""
+        async with self.db.write() as s:
+            if batch.seen:
+                await s.execute(update(Node), batch.seen)
+            for ids in _batches(batch.offline):
+                await s.execute(update(Node).where(Node.node_id.in_(ids)).values(status="offline"))
+        log.debug("flushed %d announces, %d nodes offline", len(batch.seen), len(batch.offline))
+
+    async def mark_all_offline(self) -> None:
+        """Set every node's status to offline (at start: nobody has announced yet)."""
+        async with self.db.write() as s:
+            await s.execute(update(Node).where(Node.status != "offline").values(status="offline"))
+
+    async def list_nodes(
+        self, *, online: bool | None, min_free: int, offset: int, limit: int
+    ) -> Page[NodeInfo]:
+        """Return nodes with at least ``min_free`` free bytes, most free space first.
+
+        ``online=True`` reads the in-memory map only; otherwise the ``nodes`` table is paged
+        (ordered by the free space last written behind) and each row is overlaid with the
+        node's latest announce.
+        """
+        if online:
+            states = [s for s in self.liveness.online() if s.announce.free_bytes >= min_free]
+            states.sort(key=lambda s: (-s.announce.free_bytes, s.announce.node_id))
+            items = [s.info(online=True) for s in states[offset : offset + limit]]
+            return Page[NodeInfo](items=items, total=len(states), offset=offset, limit=limit)
+        conds = [Node.free_bytes >= min_free]
+        if online is False:
+            conds.append(Node.status == "offline")
+        async with self.db.read() as s:
+            total = await s.scalar(select(func.count()).select_from(Node).where(*conds))
+            rows = (
+                await s.execute(
+                    select(*_NODE_COLUMNS)
+                    .where(*conds)
+                    .order_by(Node.free_bytes.desc(), Node.node_id)
+                    .offset(offset)
+                    .limit(limit)
+                )
+            ).all()
+        items = [info for r in rows if (info := self.node_info(r, r.node_id)) is not None]
+        if online is False:
+            items = [i for i in items if not i.online]
+        return Page[NodeInfo](items=items, total=total or 0, offset=offset, limit=limit)
+
+    async def _require_nodes(self, s: AsyncSession, node_ids: Collection[str], role: str) -> None:
+        """Raise :class:`UnknownNode` naming the first of ``node_ids`` that never announced."""
+        wanted = sorted(set(node_ids))
+        known: set[str] = set()
+        for ids in _batches(wanted):
+            known.update((await s.scalars(select(Node.node_id).where(Node.node_id.in_(ids)))).all())
+        missing = [n for n in wanted if n not in known]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise UnknownNode(
+                f"{role} {missing[0]}{more} is unknown to the tracker; a node must announce "
+                "itself before it is named"
+            )
+
+    # --- files ----------------------------------------------------------------------------
+
+    async def register_file(self, reg: FileRegistration) -> tuple[RegistrationAck, bool]:
+        """Register an uploaded file: file, chunks, replicas and an event in one transaction.
+
+        Returns the ack once committed, and True when this call registered the file. The same
+        file, owner and manifest again returns the first ack and False, and writes nothing.
+        Raises :class:`InvalidManifest` when the file id does not verify, :class:`InvalidInput`
+        for an ack that disagrees with the manifest, :class:`UnknownNode` for an owner or holder
+        that never announced, and :class:`Conflict` when the file id is registered with another
+        owner or manifest.
+        """
+        m = reg.manifest
+        m.verify()
+        _check_acks(reg)
+        for attempt in range(2):
+            try:
+                return await self._register(reg)
+            except DBIntegrityError:
+                # Two registrations of one new file raced; the loser re-reads and answers
+                # as a repeat (or a conflict).
+                if attempt:
+                    raise
+                log.info("registration of %s raced another; retrying", m.file_id)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _register(self, reg: FileRegistration) -> tuple[RegistrationAck, bool]:
+        m = reg.manifest
+        manifest_json = m.canonical_json().decode("utf-8")
+        now = self.clock.now()
+        async with self.db.write() as s:
+            existing = await s.get(File, m.file_id, options=[undefer(File.manifest)])
+            if existing is not None:
+                if existing.owner_id != reg.owner:
+                    raise Conflict(f"file {m.file_id} is registered by another node")
+                if existing.manifest != manifest_json:
+                    raise Conflict(f"file {m.file_id} is registered with a different manifest")
+                if existing.state == AVAILABLE:
+                    ack = RegistrationAck(
+                        file_id=existing.file_id, state=AVAILABLE, registered_at=existing.created
+                    )
+                    return ack, False
+            holders = {n for p in reg.placement for n in p.holders}
+            await self._require_nodes(s, [reg.owner], "owner")
+            await self._require_nodes(s, holders, "holder")
+            if existing is None:
+                s.add(
+                    File(
+                        file_id=m.file_id,
+                        name=m.name,
+                        size=m.size,
+                        chunk_size=m.chunk_size,
+                        chunk_count=len(m.chunk_ids),
+                        manifest=manifest_json,
+                        owner_id=reg.owner,
+                        replica_target=reg.replica_target,
+                        state=AVAILABLE,
+                        created=now,
+                        deleted_at=None,
+                        downloads=0,
+                    )
+                )
+                await s.flush()
+                if m.chunk_ids:
+                    await s.execute(
+                        _insert(s, Chunk),
+                        [
+                            {"file_id": m.file_id, "index": i, "chunk_id": c}
+                            for i, c in enumerate(m.chunk_ids)
+                        ],
+                    )
+            else:  # withdrawn earlier by the same owner: available again
+                existing.state = AVAILABLE
+                existing.deleted_at = None
+                existing.created = now
+                existing.replica_target = reg.replica_target
+            pairs = {(p.chunk_id, n) for p in reg.placement for n in p.holders}
+            await self._hold(s, pairs, now)
+            s.add(
+                Event(
+                    at=now,
+                    kind="file-registered",
+                    file_id=m.file_id,
+                    node_id=reg.owner,
+                    nbytes=m.size,
+                    detail=f"{len(m.chunk_ids)} chunks, {len(pairs)} replicas acked",
+                )
+            )
+            touched = await self._sharing_chunks(s, m.file_id)
+        self.cache.invalidate(touched)
+        log.info("registered file %s (%s, %d chunks)", m.file_id, m.name, len(m.chunk_ids))
+        return RegistrationAck(file_id=m.file_id, state=AVAILABLE, registered_at=now), True
+
+    async def _hold(
+        self, s: AsyncSession, pairs: Collection[tuple[str, str]], now: datetime
+    ) -> None:
+        """Upsert replica rows: each (chunk id, node id) is held and was just verified."""
+        if not pairs:
+            return
+        stmt = _insert(s, Replica)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["chunk_id", "node_id"],
+            set_={"verified_ok": True, "last_verified": stmt.excluded.last_verified},
+        )
+        rows = [
+            {"chunk_id": c, "node_id": n, "since": now, "verified_ok": True, "last_verified": now}
+            for c, n in sorted(pairs)
+        ]
+        await s.execute(stmt, rows)
+
+    async def _sharing_chunks(self, s: AsyncSession, file_id: str) -> set[str]:
+        """Return ``file_id`` and every file that has a chunk in common with it.
+
+        A replica is of a chunk id, not of a file: a change to one file's replicas changes
+        every file that contains those chunks, and their cached details must go.
+        """
+        mine = aliased(Chunk)
+        others = await s.scalars(
+            select(Chunk.file_id)
+            .where(Chunk.chunk_id.in_(select(mine.chunk_id).where(mine.file_id == file_id)))
+            .distinct()
+        )
+        return {file_id, *others}
+
+    async def _require_available(self, s: AsyncSession, file_id: str) -> None:
+        """Raise :class:`NotFound` unless ``file_id`` is registered and not withdrawn."""
+        state = await s.scalar(select(File.state).where(File.file_id == file_id))
+        if state is None:
+            raise NotFound(f"no file {file_id}")
+        if state != AVAILABLE:
+            raise NotFound(f"file {file_id} was withdrawn by its owner")
+
+    async def list_files(
+        self, *, name: str | None, include_deleted: bool, offset: int, limit: int
+    ) -> Page[FileSummary]:
+        """Return files, newest first, whose name contains ``name`` (case-insensitive)."""
+        conds = []
+        if not include_deleted:
+            conds.append(File.state == AVAILABLE)
+        if name:
+            conds.append(func.lower(File.name).contains(name.lower(), autoescape=True))
+        cols = (
+            File.file_id,
+            File.name,
+            File.size,
+            File.chunk_count,
+            File.owner_id,
+            File.state,
+            File.created,
+            File.downloads,
+        )
+        async with self.db.read() as s:
+            total = await s.scalar(select(func.count()).select_from(File).where(*conds))
+            rows = (
+                await s.execute(
+                    select(*cols)
+                    .where(*conds)
+                    .order_by(File.created.desc(), File.file_id)
+                    .offset(offset)
+                    .limit(limit)
+                )
+            ).all()
+        items = [
+            FileSummary(
+                file_id=r.file_id,
+                name=r.name,
+                size=r.size,
+                chunks=r.chunk_count,
+                owner=r.owner_id,
+                state=r.state,
+                created=r.created,
+                downloads=r.downloads,
+            )
+            for r in rows
+        ]
+        return Page[FileSummary](items=items, total=total or 0, offset=offset, limit=limit)
+
+    async def file_detail(self, file_id: str) -> FileDetail:
+        """Return the manifest of ``file_id`` and where each chunk is, online holders first.
+
+        The rows come from the :class:`~p2pshare.tracker.cache.DetailCache` or from three
+        queries, whatever the file's size; who is online comes from liveness. Raises
+        :class:`NotFound` for an unknown or withdrawn file.
+        """
+        snap = await self.cache.get(file_id, lambda: self._load_snapshot(file_id))
+        return self._detail_of(snap)
+
+    async def _load_snapshot(self, file_id: str) -> FileSnapshot:
+        """Read the rows behind a detail: two statements, not one transaction (see db.py).
+
+        The file row and the holders may be a write apart; the answer is then as fresh as
+        either, which a download copes with (it re-reads when holders fail).
+        """
+        async with self.db.read_statements() as conn:
+            file = (
+                await conn.execute(
+                    select(
+                        File.state,
+                        File.manifest,
+                        File.owner_id,
+                        File.replica_target,
+                        File.created,
+                        File.downloads,
+                    ).where(File.file_id == file_id)
+                )
+            ).one_or_none()
+            if file is None:
+                raise NotFound(f"no file {file_id}")
+            if file.state != AVAILABLE:
+                raise NotFound(f"file {file_id} was withdrawn by its owner")
+            holders = (
+                select(literal(True).label("holds"), Replica.chunk_id, *_NODE_COLUMNS)
+                .join(Node, Node.node_id == Replica.node_id)
+                .where(Replica.chunk_id.in_(select(Chunk.chunk_id).where(Chunk.file_id == file_id)))
+            )
+            leechers = (
+                select(literal(False).label("holds"), null().label("chunk_id"), *_NODE_COLUMNS)
+                .join(Leecher, Leecher.node_id == Node.node_id)
+                .where(Leecher.file_id == file_id, Leecher.active.is_(True))
+            )
+            rows = (await conn.execute(union_all(holders, leechers))).all()
+        return FileSnapshot(
+            manifest=Manifest.model_validate_json(file.manifest),
+            owner=file.owner_id,
+            replica_target=file.replica_target,
+            created=file.created,
+            downloads=file.downloads,
+            held=tuple(r for r in rows if r.holds),
+            leeching=tuple(r for r in rows if not r.holds),
+        )
+
+    def _detail_of(self, snap: FileSnapshot) -> FileDetail:
+        """Return the detail of a snapshot, with who is online as of now."""
+        manifest = snap.manifest
+        infos: dict[str, NodeInfo] = {}
+        holders_of: dict[str, list[str]] = defaultdict(list)
+        for r in snap.held:
+            holders_of[r.chunk_id].append(r.node_id)
+            if r.node_id not in infos:
+                infos[r.node_id] = self.node_info(r, r.node_id)  # type: ignore[assignment]
+
+        def online_first(info: NodeInfo) -> tuple[bool, str]:
+            return (not info.online, info.node_id)
+
+        per_chunk: dict[str, tuple[list[Holder], int]] = {}
+        for cid in set(manifest.chunk_ids):
+            nodes = sorted((infos[n] for n in holders_of.get(cid, ())), key=online_first)
+            holders = [Holder(node_id=n.node_id, address=n.address, online=n.online) for n in nodes]
+            per_chunk[cid] = (holders, sum(1 for n in nodes if n.online))
+        chunks = [
+            ChunkHolders(
+                index=i, chunk_id=cid, holders=per_chunk[cid][0], replicas_online=per_chunk[cid][1]
+            )
+            for i, cid in enumerate(manifest.chunk_ids)
+        ]
+        distinct = len(per_chunk)
+        counts: dict[str, int] = defaultdict(int)
+        for r in snap.held:
+            counts[r.node_id] += 1
+        seeders = sorted(
+            (infos[n] for n, c in counts.items() if distinct and c == distinct), key=online_first
+        )
+        leechers = sorted(
+            (i for r in snap.leeching if (i := self.node_info(r, r.node_id)) is not None),
+            key=online_first,
+        )
+        return FileDetail(
+            manifest=manifest,
+            owner=snap.owner,
+            state=AVAILABLE,
+            replica_target=snap.replica_target,
+            registered_at=snap.created,
+            seeders=seeders,
+            leechers=leechers,
+            chunks=chunks,
+            downloads=snap.downloads,
+        )
+
+    async def update_leecher(self, file_id: str, upd: LeecherUpdate) -> Receipt:
+        """Record that a node started or stopped downloading ``file_id``; return the receipt."""
+        now = self.clock.now()
+        async with self.db.write() as s:
+            await self._require_available(s, file_id)
+            await self._require_nodes(s, [upd.node_id], "node")
+            if upd.state == "started":
+                stmt = _insert(s, Leecher).values(
+                    file_id=file_id, node_id=upd.node_id, active=True, started=now, stopped=None
+                )
+                await s.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["file_id", "node_id"],
+                        set_={"active": True, "started": now, "stopped": None},
+                    )
+                )
+            else:
+                await self._stop_leecher(s, file_id, upd.node_id, now)
+            kind = f"leecher-{upd.state}"
+            s.add(Event(at=now, kind=kind, file_id=file_id, node_id=upd.node_id))
+        self.cache.invalidate([file_id])
+        return Receipt(recorded=kind, at=now)
+
+    async def _stop_leecher(
+        self, s: AsyncSession, file_id: str, node_id: str, now: datetime
+    ) -> None:
+        await s.execute(
+            update(Leecher)
+            .where(Leecher.file_id == file_id, Leecher.node_id == node_id, Leecher.active.is_(True))
+            .values(active=False, stopped=now)
+        )
+
+    async def report_replicas(self, file_id: str, rep: ReplicaReport) -> Receipt:
+        """Record chunks of ``file_id`` that a node now holds or lost; return the receipt.
+
+        Raises :class:`InvalidInput` for a chunk that is not part of the file or is reported
+        both held and lost.
+        """
+        held, lost = set(rep.held), set(rep.lost)
+        both = held & lost
+        if both:
+            raise InvalidInput(f"chunk {min(both)} is reported both held and lost")
+        now = self.clock.now()
+        async with self.db.write() as s:
+            await self._require_available(s, file_id)
+            await self._require_nodes(s, [rep.node_id], "node")
+            named = sorted(held | lost)
+            in_file: set[str] = set()
+            for ids in _batches(named):
+                in_file.update(
+                    (
+                        await s.scalars(
+                            select(Chunk.chunk_id)
+                            .where(Chunk.file_id == file_id, Chunk.chunk_id.in_(ids))
+                            .distinct()
+                        )
+                    ).all()
+                )
+            strangers = [c for c in named if c not in in_file]
+            if strangers:
+                raise InvalidInput(f"chunk {strangers[0]} is not part of file {file_id}")
+            await self._hold(s, {(c, rep.node_id) for c in held}, now)
+            for ids in _batches(sorted(lost)):
+                await s.execute(
+                    delete(Replica).where(Replica.node_id == rep.node_id, Replica.chunk_id.in_(ids))
+                )
+            s.add(
+                Event(
+                    at=now,
+                    kind="replicas-reported",
+                    file_id=file_id,
+                    node_id=rep.node_id,
+                    detail=f"held {len(held)}, lost {len(lost)}",
+                )
+            )
+            touched = await self._sharing_chunks(s, file_id)
+        self.cache.invalidate(touched)
+        return Receipt(recorded="replicas-reported", at=now)
+
+    async def report_download(self, file_id: str, rep: DownloadReport) -> Receipt:
+        """Record a completed download (leecher) or bytes served (holder); return the receipt."""
+        now = self.clock.now()
+        async with self.db.write() as s:
+            await self._require_available(s, file_id)
+            await self._require_nodes(s, [rep.node_id], "node")
+            if rep.role == "leecher":
+                kind = "download-completed"
+                await s.execute(
+                    update(File).where(File.file_id == file_id).values(downloads=File.downloads + 1)
+                )
+                await self._stop_leecher(s, file_id, rep.node_id, now)
+            else:
+                kind = "bytes-served"
+            s.add(
+                Event(
+                    at=now,
+                    kind=kind,
+                    file_id=file_id,
+                    node_id=rep.node_id,
+                    peer_id=rep.peer,
+                    nbytes=rep.bytes,
+                )
+            )
+        if rep.role == "leecher":
+            self.cache.invalidate([file_id])
+        return Receipt(recorded=kind, at=now)
+
+    async def delete_file(self, file_id: str, node_id: str) -> Receipt:
+        """Withdraw ``file_id`` on behalf of its owner ``node_id``; return the receipt.
+
+        Idempotent: withdrawing a withdrawn file answers with the first receipt. The file's
+        row, chunks and history stay; replicas stay too (other files may share the chunks).
+        Raises :class:`NotFound` for an unknown file, :class:`Forbidden` for another node.
+        """
+        now = self.clock.now()
+        async with self.db.write() as s:
+            file = await s.get(File, file_id)
+            if file is None:
+                raise NotFound(f"no file {file_id}")
+            ensure_owner(file, node_id)
+            if file.state != DELETED:
+                file.state = DELETED
+                file.deleted_at = now
+                await s.execute(
+                    update(Leecher)
+                    .where(Leecher.file_id == file_id, Leecher.active.is_(True))
+                    .values(active=False, stopped=now)
+                )
+                s.add(Event(at=now, kind="file-deleted", file_id=file_id, node_id=node_id))
+            at = file.deleted_at or now
+        self.cache.invalidate([file_id])
+        log.info("file %s withdrawn by %s", file_id, node_id)
+        return Receipt(recorded="file-deleted", at=at)
+
+    # --- the network at a glance ----------------------------------------------------------
+
+    async def stats(self) -> Stats:
+        """Return counts and capacity; see :class:`~p2pshare.core.messages.Stats`."""
+        online = list(self.liveness.online())
+        per_chunk = (
+            select(Chunk.chunk_id, func.max(File.replica_target).label("target"))
+            .join(File, File.file_id == Chunk.file_id)
+            .where(File.state == AVAILABLE)
+            .group_by(Chunk.chunk_id)
+            .subquery()
+        )
+        online_holders = (
+            select(func.count())
+            .select_from(Replica)
+            .join(Node, Node.node_id == Replica.node_id)
+            .where(and_(Replica.chunk_id == per_chunk.c.chunk_id, Node.status == "online"))
+            .scalar_subquery()
+        )
+        async with self.db.read() as s:
+            nodes_total = await s.scalar(select(func.count()).select_from(Node))
+            files = await s.scalar(
+                select(func.count()).select_from(File).where(File.state == AVAILABLE)
+            )
+            chunks = await s.scalar(select(func.count()).select_from(per_chunk))
+            under = await s.scalar(
+                select(func.count())
+                .select_from(per_chunk)
+                .where(online_holders < per_chunk.c.target)
+            )
+        return Stats(
+            nodes_online=len(online),
+            nodes_total=nodes_total or 0,
+            capacity_bytes=sum(st.announce.offered_bytes for st in online),
+            free_bytes=sum(st.announce.free_bytes for st in online),
+            files=files or 0,
+            chunks=chunks or 0,
+            under_replicated=under or 0,
+        )
+
+
+def _check_acks(reg: FileRegistration) -> None:
+    """Raise :class:`InvalidInput` for an ack of a chunk not in the file or of the wrong size."""
+    m = reg.manifest
+    sizes: dict[str, int] = {}
+    last = len(m.chunk_ids) - 1
+    for i, cid in enumerate(m.chunk_ids):
+        sizes[cid] = m.size - i * m.chunk_size if i == last else m.chunk_size
+    for ack in reg.acks:
+        want = sizes.get(ack.chunk_id)
+        if want is None:
+            raise InvalidInput(
+                f"ack from {ack.node_id} names chunk {ack.chunk_id}, not in the file"
+            )
+        if ack.size != want:
+            raise InvalidInput(
+                f"ack from {ack.node_id} says chunk {ack.chunk_id} has {ack.size} bytes; "
+                f"the manifest says {want}"
+            )

@@ -1,0 +1,212 @@
+"""The ``/v1`` API: thin handlers that validate, call the repository and answer with a model.
+
+Every body in and out is a model from :mod:`p2pshare.core.messages`. Answers are serialized
+once with pydantic (``model_dump_json``) instead of being validated again on the way out; the
+``response_model`` of each route still documents them in ``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParam
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from starlette.responses import Response
+
+from p2pshare import __version__
+from p2pshare.core.errors import InvalidInput
+from p2pshare.core.ids import validate_id
+from p2pshare.core.messages import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    AnnounceAck,
+    DownloadReport,
+    FileDetail,
+    FileRegistration,
+    FileSummary,
+    Health,
+    LeecherUpdate,
+    NodeAnnounce,
+    NodeId,
+    NodeInfo,
+    Page,
+    Problem,
+    Receipt,
+    RegistrationAck,
+    ReplicaReport,
+    Stats,
+)
+from p2pshare.tracker.problems import PROBLEM_JSON
+from p2pshare.tracker.state import TrackerState
+
+MAX_OFFSET = 10**9
+"""Largest ``offset`` a list accepts."""
+
+_PROBLEMS: dict[int | str, dict[str, object]] = {
+    status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": text}
+    for status, text in [
+        (400, "invalid input (problem+json)"),
+        (404, "not found (problem+json)"),
+        (413, "request body too large (problem+json)"),
+        (422, "validation failed (problem+json), naming each field"),
+    ]
+}
+
+router = APIRouter(prefix="/v1", responses=_PROBLEMS)
+_node_id = TypeAdapter(NodeId)
+
+
+# Dependencies are ``async def``: FastAPI runs a plain ``def`` dependency in a worker thread,
+# which costs two thread hops per request.
+async def _state(request: Request) -> TrackerState:
+    return request.app.state.tracker  # type: ignore[no-any-return]
+
+
+State = Annotated[TrackerState, Depends(_state)]
+Limit = Annotated[
+    int, Query(ge=1, le=MAX_PAGE_SIZE, description=f"page size, 1 to {MAX_PAGE_SIZE}")
+]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip")]
+
+
+async def _file_id(
+    file_id: Annotated[str, PathParam(description="the file id: 64 lowercase hex characters")],
+) -> str:
+    return validate_id(file_id, "file id")
+
+
+FileId = Annotated[str, Depends(_file_id)]
+
+
+def answer(model: BaseModel, status_code: int = 200) -> Response:
+    """Return ``model`` as a JSON response, serialized once."""
+    return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")
+
+
+# --- nodes ----------------------------------------------------------------------------------
+
+
+@router.post("/nodes/announce", response_model=AnnounceAck, tags=["nodes"])
+async def announce(body: NodeAnnounce, t: State) -> Response:
+    """A node says it is online; the answer says when to announce next.
+
+    Liveness is kept in memory and written behind; only a new or changed node (name,
+    address, offered bytes) is written before the answer.
+    """
+    if t.liveness.needs_row_write(body):
+        await t.repo.save_node(body)
+        t.liveness.row_written(body)
+    t.liveness.record(body)
+    return Response(t.announce_ack, media_type="application/json")
+
+
+@router.get("/nodes", response_model=Page[NodeInfo], tags=["nodes"])
+async def list_nodes(
+    t: State,
+    online: Annotated[
+        bool | None, Query(description="true: online nodes only; false: offline only")
+    ] = None,
+    min_free: Annotated[int, Query(ge=0, le=2**62, description="least free bytes")] = 0,
+    limit: Limit = DEFAULT_PAGE_SIZE,
+    offset: Offset = 0,
+) -> Response:
+    """Nodes, most free space first (upload step 2 asks for ``online=true&min_free=...``)."""
+    page = await t.repo.list_nodes(online=online, min_free=min_free, offset=offset, limit=limit)
+    return answer(page)
+
+
+# --- files ----------------------------------------------------------------------------------
+
+
+@router.post(
+    "/files",
+    response_model=RegistrationAck,
+    status_code=201,
+    tags=["files"],
+    responses={409: {"model": Problem, "description": "file id taken by another owner"}},
+)
+async def register_file(body: FileRegistration, t: State) -> Response:
+    """Upload step 9-10: register a file with its placement and the holders' acks.
+
+    Committed before the answer. Repeating the same registration answers with the first ack
+    (status 200 instead of 201).
+    """
+    ack, new = await t.repo.register_file(body)
+    return answer(ack, status_code=201 if new else 200)
+
+
+@router.get("/files", response_model=Page[FileSummary], tags=["files"])
+async def list_files(
+    t: State,
+    name: Annotated[
+        str | None, Query(max_length=255, description="part of the file name, any case")
+    ] = None,
+    include_deleted: Annotated[bool, Query(description="list withdrawn files too")] = False,
+    limit: Limit = DEFAULT_PAGE_SIZE,
+    offset: Offset = 0,
+) -> Response:
+    """Registered files, newest first."""
+    page = await t.repo.list_files(
+        name=name, include_deleted=include_deleted, offset=offset, limit=limit
+    )
+    return answer(page)
+
+
+@router.get("/files/{file_id}", response_model=FileDetail, tags=["files"])
+async def file_detail(file_id: FileId, t: State) -> Response:
+    """Download steps 1-3: the manifest, seeders, leechers and the holders of every chunk."""
+    return answer(await t.repo.file_detail(file_id))
+
+
+@router.post("/files/{file_id}/leechers", response_model=Receipt, tags=["files"])
+async def update_leecher(file_id: FileId, body: LeecherUpdate, t: State) -> Response:
+    """A node starts or stops downloading the file."""
+    return answer(await t.repo.update_leecher(file_id, body))
+
+
+@router.post("/files/{file_id}/replicas", response_model=Receipt, tags=["files"])
+async def report_replicas(file_id: FileId, body: ReplicaReport, t: State) -> Response:
+    """A node reports chunks of the file it now holds, or lost."""
+    return answer(await t.repo.report_replicas(file_id, body))
+
+
+@router.post("/files/{file_id}/downloads", response_model=Receipt, tags=["files"])
+async def report_download(file_id: FileId, body: DownloadReport, t: State) -> Response:
+    """Download steps 7-8: a holder reports bytes served, a leecher reports completion."""
+    return answer(await t.repo.report_download(file_id, body))
+
+
+@router.delete(
+    "/files/{file_id}",
+    response_model=Receipt,
+    tags=["files"],
+    responses={403: {"model": Problem, "description": "not the file's owner"}},
+)
+async def delete_file(
+    file_id: FileId,
+    t: State,
+    node_id: Annotated[str, Query(max_length=64, description="the owner's node id")],
+) -> Response:
+    """The owner withdraws the file (idempotent)."""
+    try:
+        node = _node_id.validate_python(node_id)
+    except ValidationError as exc:
+        msg = exc.errors(include_url=False)[0]["msg"]
+        raise InvalidInput(f"node_id: {msg}") from None
+    return answer(await t.repo.delete_file(file_id, node))
+
+
+# --- the service ----------------------------------------------------------------------------
+
+
+@router.get("/health", response_model=Health, tags=["service"])
+async def health() -> Response:
+    """Answers while the tracker runs."""
+    return answer(Health(status="ok", version=__version__))
+
+
+@router.get("/stats", response_model=Stats, tags=["service"])
+async def stats(t: State) -> Response:
+    """Nodes online, capacity, files, chunks, under-replicated chunks."""
+    return answer(await t.repo.stats())

@@ -1,0 +1,57 @@
+"""The tracker's settings: the part of :class:`p2pshare.config.Settings` it uses, frozen."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from p2pshare.config import Settings
+
+DB_FILE_NAME = "tracker.db"
+OFFLINE_AFTER_INTERVALS = 3
+"""A node not heard from for this many heartbeat intervals is offline."""
+MAX_FLUSH_PERIOD = 1.0
+"""Longest time an announce waits in memory before it is written behind."""
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerSettings:
+    """Everything :func:`p2pshare.tracker.app.create_app` and the server need."""
+
+    data_dir: Path
+    db_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 7070
+    heartbeat_interval: float = 30.0
+    max_body_size: int = 96 * 1024**2
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TrackerSettings:
+        """Return the tracker's view of the merged ``settings``."""
+        return cls(
+            data_dir=settings.data_dir,
+            db_url=settings.db_url,
+            host=settings.tracker_host,
+            port=settings.tracker_port,
+            heartbeat_interval=settings.heartbeat_interval,
+            max_body_size=settings.max_body_size,
+            log_level=settings.log_level,
+        )
+
+    @property
+    def database_url(self) -> str:
+        """Return the database URL: ``db_url``, or the SQLite file in the data dir."""
+        if self.db_url is not None:
+            return self.db_url
+        return f"sqlite+aiosqlite:///{self.data_dir / DB_FILE_NAME}"
+
+    @property
+    def offline_after(self) -> float:
+        """Return the seconds of silence after which a node counts as offline."""
+        return OFFLINE_AFTER_INTERVALS * self.heartbeat_interval
+
+    @property
+    def flush_period(self) -> float:
+        """Return how often announces held in memory are written to the database."""
+        return min(MAX_FLUSH_PERIOD, self.heartbeat_interval / 3)

@@ -1,0 +1,24 @@
+"""What the lifespan opens and the handlers use, kept on ``app.state.tracker``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from p2pshare.tracker.clock import Clock
+from p2pshare.tracker.db import Database
+from p2pshare.tracker.liveness import Liveness
+from p2pshare.tracker.repository import Repository
+from p2pshare.tracker.settings import TrackerSettings
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerState:
+    """The open database, the liveness map and the repository of one running tracker."""
+
+    settings: TrackerSettings
+    clock: Clock
+    db: Database
+    liveness: Liveness
+    repo: Repository
+    announce_ack: bytes
+    """the answer to every announce, serialized once"""

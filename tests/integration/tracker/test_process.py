@@ -1,0 +1,160 @@
+"""The tracker as a real process: SIGKILL loses nothing acked, liveness in real time."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from p2pshare.core.messages import FileDetail
+from tests.integration.tracker.process import TrackerProcess
+from tests.integration.tracker.support import body, manifest, node, registration
+
+
+@pytest.fixture
+def tracker_process(tmp_path: Path) -> Iterator[TrackerProcess]:
+    t = TrackerProcess(data_dir=tmp_path / "data", log_dir=tmp_path)
+    try:
+        yield t
+    finally:
+        t.stop()
+
+
+def announce(client: httpx.Client, *node_ids: str) -> None:
+    for n in node_ids:
+        r = client.post("/v1/nodes/announce", json=body(node(n)))
+        assert r.status_code == 200, r.text
+
+
+def test_sigkill_then_restart_keeps_the_registered_file(tracker_process: TrackerProcess) -> None:
+    t = tracker_process
+    t.start()
+    assert t.stdout().strip() == f"p2pshare tracker listening on {t.url}"
+    m = manifest(4)
+    with httpx.Client(base_url=t.url, timeout=10) as client:
+        announce(client, "owner", "h1", "h2")
+        r = client.post("/v1/files", json=body(registration(m, "owner", ["h1", "h2"])))
+        assert r.status_code == 201, r.text
+        r = client.post(
+            f"/v1/files/{m.file_id}/downloads",
+            json={"node_id": "h2", "role": "leecher", "bytes": 1},
+        )
+        assert r.status_code == 200
+    assert t.signal(signal.SIGKILL) == -signal.SIGKILL
+
+    t.start()
+    with httpx.Client(base_url=t.url, timeout=10) as client:
+        r = client.get(f"/v1/files/{m.file_id}")
+        assert r.status_code == 200, r.text
+        d = FileDetail.model_validate_json(r.content)
+        assert d.manifest == m
+        assert d.downloads == 1
+        assert [[h.node_id for h in c.holders] for c in d.chunks] == [["h1", "h2"]] * 4
+        assert not any(h.online for c in d.chunks for h in c.holders)  # until they announce
+        assert client.get("/v1/files").json()["total"] == 1
+        assert {n["node_id"] for n in client.get("/v1/nodes").json()["items"]} == {
+            "owner",
+            "h1",
+            "h2",
+        }
+        announce(client, "h2")
+        d = FileDetail.model_validate_json(client.get(f"/v1/files/{m.file_id}").content)
+        assert [(h.node_id, h.online) for h in d.chunks[0].holders] == [("h2", True), ("h1", False)]
+
+
+def test_nodes_go_offline_after_three_intervals(tmp_path: Path) -> None:
+    interval = 0.3
+    t = TrackerProcess(tmp_path / "data", tmp_path, args=("--heartbeat-interval", str(interval)))
+    try:
+        t.start()
+        m = manifest(2)
+        with httpx.Client(base_url=t.url, timeout=10) as client:
+            ack = client.post("/v1/nodes/announce", json=body(node("owner"))).json()
+            assert ack == {
+                "heartbeat_interval": interval,
+                "offline_after": pytest.approx(3 * interval),
+            }
+            announce(client, "busy")
+            sent = time.monotonic()
+            announce(client, "quiet")
+            acked = time.monotonic()
+            r = client.post("/v1/files", json=body(registration(m, "owner", ["quiet", "busy"])))
+            assert r.status_code == 201
+            polls_online = 0
+            while True:
+                announce(client, "busy")
+                asked = time.monotonic()
+                online = {n["node_id"] for n in client.get("/v1/nodes?online=true").json()["items"]}
+                answered = time.monotonic()
+                if "quiet" not in online:
+                    break
+                polls_online += 1
+                assert asked - acked < 3 * interval + 2.0, "the silent node never went offline"
+                time.sleep(interval / 4)
+            assert answered - sent > 3 * interval  # not before 3 intervals of silence
+            assert polls_online >= 2
+            d = FileDetail.model_validate_json(client.get(f"/v1/files/{m.file_id}").content)
+            for c in d.chunks:
+                assert [(h.node_id, h.online) for h in c.holders] == [
+                    ("busy", True),
+                    ("quiet", False),
+                ]
+                assert c.replicas_online == 1
+    finally:
+        t.stop()
+
+
+def test_sigterm_and_sigint_stop_cleanly_and_flush_announces(
+    tracker_process: TrackerProcess,
+) -> None:
+    t = tracker_process
+    t.start()
+    with httpx.Client(base_url=t.url, timeout=10) as client:
+        announce(client, "a")
+        r = client.post("/v1/nodes/announce", json=body(node("a", free=42)))  # written behind
+        assert r.status_code == 200
+    assert t.signal(signal.SIGTERM) in {0, -signal.SIGTERM}
+    assert "Traceback" not in t.stderr()
+    t.start()
+    with httpx.Client(base_url=t.url, timeout=10) as client:
+        items = client.get("/v1/nodes").json()["items"]
+        assert [(n["node_id"], n["free_bytes"]) for n in items] == [("a", 42)]
+    assert t.signal(signal.SIGINT) == 130  # ctrl-C: the CLI's exit code for "interrupted"
+    assert "Application shutdown complete" in t.stderr()
+    assert "Traceback" not in t.stderr()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "p2pshare", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_bad_database_url_and_busy_port_are_one_line_errors(tmp_path: Path) -> None:
+    proc = run_cli("tracker", "--data", str(tmp_path), "--db", "mysql://x/y", "--port", "0")
+    assert proc.returncode == 1, proc
+    assert proc.stderr.startswith("p2pshare: error: database driver 'mysql'"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = run_cli("tracker", "--data", str(tmp_path), "--heartbeat-interval", "0", "--port", "0")
+    assert proc.returncode == 1
+    assert "heartbeat_interval" in proc.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = run_cli("tracker", "--data", str(tmp_path), "--port", str(port))
+    assert proc.returncode == 1, proc
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("p2pshare: error:")
+    assert "in use" in proc.stderr

@@ -1,0 +1,233 @@
+"""Leechers, replica reports, download reports and stats."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from p2pshare.core.manifest import Manifest
+from p2pshare.core.messages import FileDetail, Stats
+from p2pshare.tracker.models import Event, Leecher, Replica
+from tests.integration.tracker.conftest import Running
+from tests.integration.tracker.support import (
+    announce,
+    assert_problem,
+    body,
+    manifest,
+    node,
+    registration,
+)
+
+
+async def registered(t: Running, n_chunks: int = 3, *, target: int = 1) -> Manifest:
+    await announce(t.client, node("owner"), node("h1"), node("leech"))
+    m = manifest(n_chunks)
+    reg = registration(m, "owner", ["h1"], replica_target=target)
+    assert (await t.client.post("/v1/files", json=body(reg))).status_code == 201
+    return m
+
+
+async def detail(t: Running, m: Manifest) -> FileDetail:
+    r = await t.client.get(f"/v1/files/{m.file_id}")
+    assert r.status_code == 200, r.text
+    return FileDetail.model_validate_json(r.content)
+
+
+async def test_leecher_start_and_stop(tracker: Running) -> None:
+    m = await registered(tracker)
+    url = f"/v1/files/{m.file_id}/leechers"
+    r = await tracker.client.post(url, json={"node_id": "leech", "state": "started"})
+    assert r.status_code == 200
+    assert r.json() == {"recorded": "leecher-started", "at": "2030-01-01T00:00:00Z"}
+    assert [n.node_id for n in (await detail(tracker, m)).leechers] == ["leech"]
+    r = await tracker.client.post(url, json={"node_id": "leech", "state": "stopped"})
+    assert r.json()["recorded"] == "leecher-stopped"
+    assert (await detail(tracker, m)).leechers == []
+    async with tracker.state.db.read() as s:
+        row = await s.scalar(select(Leecher))
+    assert row is not None and row.active is False and row.stopped is not None
+
+
+async def test_leecher_refusals(tracker: Running) -> None:
+    m = await registered(tracker)
+    url = f"/v1/files/{m.file_id}/leechers"
+    assert_problem(
+        await tracker.client.post(url, json={"node_id": "ghost", "state": "started"}),
+        400,
+        "unknown-node",
+        "ghost",
+    )
+    assert_problem(
+        await tracker.client.post(url, json={"node_id": "leech", "state": "paused"}),
+        422,
+        "invalid-input",
+        "body.state",
+    )
+    assert_problem(
+        await tracker.client.post(
+            "/v1/files/xyz/leechers", json={"node_id": "leech", "state": "started"}
+        ),
+        400,
+        "invalid-id",
+    )
+    assert_problem(
+        await tracker.client.post(
+            f"/v1/files/{'ef' * 32}/leechers", json={"node_id": "leech", "state": "started"}
+        ),
+        404,
+        "not-found",
+    )
+
+
+async def test_replica_reports_make_holders_and_seeders(tracker: Running) -> None:
+    m = await registered(tracker)
+    url = f"/v1/files/{m.file_id}/replicas"
+    r = await tracker.client.post(url, json={"node_id": "leech", "held": m.chunk_ids[:2]})
+    assert r.status_code == 200
+    assert r.json()["recorded"] == "replicas-reported"
+    d = await detail(tracker, m)
+    assert [[h.node_id for h in c.holders] for c in d.chunks] == [
+        ["h1", "leech"],
+        ["h1", "leech"],
+        ["h1"],
+    ]
+    assert [c.replicas_online for c in d.chunks] == [2, 2, 1]
+    assert [s.node_id for s in d.seeders] == ["h1"]
+    await tracker.client.post(url, json={"node_id": "leech", "held": m.chunk_ids[2:]})
+    assert sorted(s.node_id for s in (await detail(tracker, m)).seeders) == ["h1", "leech"]
+    r = await tracker.client.post(url, json={"node_id": "h1", "lost": m.chunk_ids[:1]})
+    assert r.status_code == 200
+    d = await detail(tracker, m)
+    assert [h.node_id for h in d.chunks[0].holders] == ["leech"]
+    assert [s.node_id for s in d.seeders] == ["leech"]
+    async with tracker.state.db.read() as s:
+        rows = (await s.execute(select(Replica.node_id, Replica.verified_ok))).all()
+    assert len(rows) == 5 and all(ok for _, ok in rows)
+
+
+async def test_replica_report_refusals(tracker: Running) -> None:
+    m = await registered(tracker)
+    other = manifest(1, seed=99)
+    url = f"/v1/files/{m.file_id}/replicas"
+    assert_problem(
+        await tracker.client.post(url, json={"node_id": "leech", "held": other.chunk_ids}),
+        400,
+        "invalid-input",
+        "not part of file",
+    )
+    assert_problem(
+        await tracker.client.post(
+            url, json={"node_id": "leech", "held": m.chunk_ids[:1], "lost": m.chunk_ids[:1]}
+        ),
+        400,
+        "invalid-input",
+        "both held and lost",
+    )
+    assert_problem(
+        await tracker.client.post(url, json={"node_id": "leech", "held": ["nothex"]}),
+        422,
+        "invalid-input",
+        "body.held.0",
+    )
+    assert_problem(
+        await tracker.client.post(url, json={"node_id": "ghost", "held": m.chunk_ids}),
+        400,
+        "unknown-node",
+    )
+    async with tracker.state.db.read() as s:
+        holders = (await s.scalars(select(Replica.node_id).distinct())).all()
+    assert holders == ["h1"]
+
+
+async def test_download_reports(tracker: Running) -> None:
+    m = await registered(tracker)
+    await tracker.client.post(
+        f"/v1/files/{m.file_id}/leechers", json={"node_id": "leech", "state": "started"}
+    )
+    url = f"/v1/files/{m.file_id}/downloads"
+    r = await tracker.client.post(
+        url, json={"node_id": "h1", "role": "holder", "bytes": m.size, "peer": "leech"}
+    )
+    assert r.status_code == 200 and r.json()["recorded"] == "bytes-served"
+    r = await tracker.client.post(
+        url, json={"node_id": "leech", "role": "leecher", "bytes": m.size}
+    )
+    assert r.status_code == 200 and r.json()["recorded"] == "download-completed"
+    d = await detail(tracker, m)
+    assert d.downloads == 1
+    assert d.leechers == []
+    listed = (await tracker.client.get("/v1/files")).json()["items"][0]
+    assert listed["downloads"] == 1
+    async with tracker.state.db.read() as s:
+        events = (
+            await s.execute(select(Event.kind, Event.node_id, Event.peer_id, Event.nbytes))
+        ).all()
+    assert ("bytes-served", "h1", "leech", m.size) in events
+    assert ("download-completed", "leech", None, m.size) in events
+    assert_problem(
+        await tracker.client.post(url, json={"node_id": "leech", "role": "seeder", "bytes": 1}),
+        422,
+        "invalid-input",
+        "body.role",
+    )
+    assert_problem(
+        await tracker.client.post(url, json={"node_id": "ghost", "role": "leecher", "bytes": 1}),
+        400,
+        "unknown-node",
+    )
+
+
+async def test_reports_on_a_withdrawn_file_are_refused(tracker: Running) -> None:
+    m = await registered(tracker)
+    await tracker.client.delete(f"/v1/files/{m.file_id}", params={"node_id": "owner"})
+    for path, payload in [
+        ("leechers", {"node_id": "leech", "state": "started"}),
+        ("replicas", {"node_id": "leech", "held": m.chunk_ids}),
+        ("downloads", {"node_id": "leech", "role": "leecher", "bytes": 1}),
+    ]:
+        r = await tracker.client.post(f"/v1/files/{m.file_id}/{path}", json=payload)
+        assert_problem(r, 404, "not-found", "withdrawn")
+
+
+async def test_stats(tracker: Running) -> None:
+    empty = Stats.model_validate_json((await tracker.client.get("/v1/stats")).content)
+    assert empty == Stats(
+        nodes_online=0,
+        nodes_total=0,
+        capacity_bytes=0,
+        free_bytes=0,
+        files=0,
+        chunks=0,
+        under_replicated=0,
+    )
+    m = await registered(tracker, 3, target=2)  # one holder per chunk, two wanted
+    st = Stats.model_validate_json((await tracker.client.get("/v1/stats")).content)
+    assert (st.nodes_online, st.nodes_total) == (3, 3)
+    assert (st.capacity_bytes, st.free_bytes) == (3 * 2 * 10**9, 3 * 10**9)
+    assert (st.files, st.chunks, st.under_replicated) == (1, 3, 3)
+    await tracker.client.post(
+        f"/v1/files/{m.file_id}/replicas", json={"node_id": "leech", "held": m.chunk_ids[:2]}
+    )
+    st = Stats.model_validate_json((await tracker.client.get("/v1/stats")).content)
+    assert st.under_replicated == 1
+
+
+async def test_health_openapi_and_unknown_routes(tracker: Running) -> None:
+    r = await tracker.client.get("/v1/health")
+    assert r.status_code == 200 and r.json()["status"] == "ok"
+    spec = (await tracker.client.get("/openapi.json")).json()
+    for path in [
+        "/v1/nodes/announce",
+        "/v1/nodes",
+        "/v1/files",
+        "/v1/files/{file_id}",
+        "/v1/files/{file_id}/leechers",
+        "/v1/files/{file_id}/replicas",
+        "/v1/files/{file_id}/downloads",
+        "/v1/health",
+        "/v1/stats",
+    ]:
+        assert path in spec["paths"], path
+    assert "delete" in spec["paths"]["/v1/files/{file_id}"]
+    assert "FileDetail" in spec["components"]["schemas"]
+    assert_problem(await tracker.client.get("/v1/nothing"), 404, "not-found")
+    assert_problem(await tracker.client.put("/v1/health"), 405, "http-405")

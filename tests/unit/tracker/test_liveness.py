@@ -1,0 +1,141 @@
+"""The in-memory liveness map with an injected clock: online, offline, write-behind batches."""
+
+from __future__ import annotations
+
+import pytest
+
+from p2pshare.core.messages import NodeAnnounce
+from p2pshare.tracker.clock import FakeClock
+from p2pshare.tracker.liveness import FlushBatch, Liveness, flush_once, reserved_bytes
+
+INTERVAL = 10.0
+
+
+def ann(node_id: str, *, name: str = "n", free: int = 50, offered: int = 100) -> NodeAnnounce:
+    return NodeAnnounce(
+        node_id=node_id,
+        name=name,
+        address="http://127.0.0.1:7071",
+        offered_bytes=offered,
+        used_bytes=30,
+        free_bytes=free,
+    )
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def live(clock: FakeClock) -> Liveness:
+    return Liveness(INTERVAL, clock)
+
+
+def test_online_until_three_intervals_of_silence(live: Liveness, clock: FakeClock) -> None:
+    assert not live.is_online("a")
+    live.record(ann("a"))
+    assert live.is_online("a")
+    clock.advance(3 * INTERVAL)
+    assert live.is_online("a")
+    clock.advance(0.001)
+    assert not live.is_online("a")
+    assert [s.announce.node_id for s in live.online()] == []
+    assert live.get("a") is not None  # still known, with its last numbers
+    live.record(ann("a"))
+    assert live.is_online("a")
+
+
+def test_row_write_needed_for_new_or_changed_identity(live: Liveness) -> None:
+    a = ann("a")
+    assert live.needs_row_write(a)
+    live.row_written(a)
+    assert not live.needs_row_write(a)
+    assert not live.needs_row_write(ann("a", free=1))  # numbers change: written behind
+    assert live.needs_row_write(ann("a", name="renamed"))
+    assert live.needs_row_write(ann("a", offered=200))
+    assert live.needs_row_write(a.model_copy(update={"address": "http://10.0.0.1:1"}))
+
+
+def test_batches_carry_fresh_numbers_once(live: Liveness, clock: FakeClock) -> None:
+    live.row_written(ann("a"))
+    live.record(ann("a", free=40))
+    live.record(ann("a", free=20))
+    batch = live.take_batch()
+    assert batch.offline == []
+    assert batch.seen == [
+        {
+            "node_id": "a",
+            "used_bytes": 30,
+            "free_bytes": 20,
+            "reserved_bytes": 50,
+            "last_seen": clock.now(),
+            "status": "online",
+        }
+    ]
+    assert not live.take_batch()
+
+
+def test_offline_is_reported_once(live: Liveness, clock: FakeClock) -> None:
+    for n in ("a", "b"):
+        live.row_written(ann(n))
+        live.record(ann(n))
+    live.take_batch()
+    clock.advance(2 * INTERVAL)
+    live.record(ann("b"))
+    clock.advance(1.5 * INTERVAL)
+    batch = live.take_batch()
+    assert batch.offline == ["a"]
+    assert [r["node_id"] for r in batch.seen] == ["b"]
+    assert not live.take_batch()
+    clock.advance(10 * INTERVAL)
+    assert live.take_batch().offline == ["b"]
+
+
+def test_requeue_puts_a_failed_batch_back(live: Liveness, clock: FakeClock) -> None:
+    live.row_written(ann("a"))
+    live.record(ann("a"))
+    live.row_written(ann("b"))
+    clock.advance(4 * INTERVAL)
+    live.record(ann("a"))
+    batch = live.take_batch()
+    assert batch.offline == ["b"] and len(batch.seen) == 1
+    live.requeue(batch)
+    again = live.take_batch()
+    assert again.offline == ["b"]
+    assert [r["node_id"] for r in again.seen] == ["a"]
+
+
+def test_reserved_bytes_never_negative() -> None:
+    assert reserved_bytes(ann("a", free=50, offered=100)) == 20
+    assert reserved_bytes(ann("a", free=90, offered=100)) == 0
+
+
+def test_interval_must_be_positive(clock: FakeClock) -> None:
+    with pytest.raises(ValueError, match="> 0"):
+        Liveness(0, clock)
+
+
+class FailingStore:
+    def __init__(self) -> None:
+        self.batches: list[FlushBatch] = []
+        self.fail = True
+
+    async def write_liveness(self, batch: FlushBatch) -> None:
+        from sqlalchemy.exc import OperationalError
+
+        if self.fail:
+            raise OperationalError("UPDATE", {}, Exception("database is locked"))
+        self.batches.append(batch)
+
+
+async def test_flush_keeps_the_batch_when_the_write_fails(live: Liveness) -> None:
+    store = FailingStore()
+    live.row_written(ann("a"))
+    live.record(ann("a", free=7))
+    assert await flush_once(live, store) is False
+    store.fail = False
+    assert await flush_once(live, store) is True
+    assert [r["free_bytes"] for r in store.batches[0].seen] == [7]
+    assert await flush_once(live, store) is True  # nothing pending: no write
+    assert len(store.batches) == 1
