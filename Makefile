@@ -25,11 +25,11 @@ unit: $(STAMP)
 test: lint unit
 
 demo: $(STAMP)
-	@echo "The demo (a tracker and three nodes on loopback, a real upload and download) arrives with the node."
-	@echo "Meanwhile: $(BIN)/p2pshare --help"
+	$(BIN)/p2pshare demo
 
 bench: $(STAMP)
 	$(BIN)/python bench/hash_chunks.py
+	$(BIN)/python bench/tracker_load.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build dist

@@ -137,6 +137,23 @@ class Settings(BaseSettings):
     max_body_size: Size = Field(
         96 * 1024**2, ge=1024, description="largest request body the tracker accepts (96MiB)"
     )
+    node_host: str = Field(
+        "127.0.0.1", min_length=1, description="address the node's peer API binds"
+    )
+    node_port: int = Field(7071, ge=0, le=65535, description="port of the node's peer API")
+    control_port: int = Field(
+        7072, ge=0, le=65535, description="port of the node's control API (loopback only)"
+    )
+    node_name: str = Field(
+        "node", min_length=1, max_length=64, description="this node's name as others see it"
+    )
+    public_address: HttpUrl | None = Field(
+        None, description="URL other nodes reach this node at (default: http://HOST:PORT)"
+    )
+    node_url: HttpUrl = Field(
+        "http://127.0.0.1:7072", description="control URL of the local node, used by the CLI"
+    )
+    replicas: int = Field(2, ge=1, le=16, description="holders per uploaded chunk besides you")
 
     @classmethod
     def settings_customise_sources(

@@ -28,7 +28,11 @@ from rich.table import Table
 from typer._click import exceptions as click_errors  # typer >= 0.29 vendors click
 
 from p2pshare import __version__
+from p2pshare.cli.common import Interrupted
+from p2pshare.cli.network_cmds import files_cmd, info_cmd, peers_cmd
+from p2pshare.cli.node_cmd import node_cmd
 from p2pshare.cli.tracker_cmd import tracker_cmd
+from p2pshare.cli.transfer_cmds import download_cmd, upload_cmd
 from p2pshare.config import Settings, describe_sources, load_settings
 from p2pshare.core.errors import InvalidInput, P2PShareError
 from p2pshare.core.sizes import format_size, parse_size
@@ -169,15 +173,24 @@ def manifest_cmd(
 
 
 app.command("tracker")(tracker_cmd)
+app.command("node")(node_cmd)
+app.command("peers")(peers_cmd)
+app.command("files")(files_cmd)
+app.command("info")(info_cmd)
+app.command("upload")(upload_cmd)
+app.command("download")(download_cmd)
 
 
 @app.command("demo")
 def demo_cmd() -> None:
-    """Start a tracker and nodes on loopback and run a real upload and download.
+    """Start a tracker and three nodes on loopback, upload 64 MiB and download it elsewhere.
 
-    Not yet: the demo arrives with the node daemon.
+    Each part is its own process, as you would start it by hand. The network keeps running,
+    with commands to try printed, until ctrl-C, which stops every process it started.
     """
-    raise P2PShareError("the demo arrives with the node daemon; try 'p2pshare manifest FILE'")
+    from p2pshare.cli.demo import run_demo
+
+    run_demo(Console(soft_wrap=True))
 
 
 def _fail(message: str, code: int) -> int:
@@ -190,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="p2pshare", standalone_mode=False)
+    except Interrupted as exc:
+        return _fail(exc.detail, 130)
     except P2PShareError as exc:
         return _fail(exc.detail, 1)
     except click_errors.NoArgsIsHelpError:

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from p2pshare.cli.common import setup_logging
 from p2pshare.config import load_settings
 
 if TYPE_CHECKING:
     from p2pshare.cli.app import Context
-
-QUIET_LOGGERS = ("aiosqlite", "asyncio", "alembic.runtime.migration")
 
 
 def tracker_cmd(
@@ -78,11 +76,7 @@ def tracker_cmd(
             "heartbeat_interval": heartbeat_interval,
         },
     )
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for chatty in QUIET_LOGGERS:  # one line per SQLite call at DEBUG
-        logging.getLogger(chatty).setLevel(max(logging.INFO, logging.getLogger().level))
+    setup_logging(settings)
 
     def ready(url: str) -> None:
         if c.json:

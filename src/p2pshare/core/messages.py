@@ -231,12 +231,24 @@ class LeecherUpdate(Message):
     state: Literal["started", "stopped"]
 
 
+class BadReplica(Message):
+    """A holder's copy of a chunk that failed verification at the reporter."""
+
+    node_id: NodeId = Field(description="the holder that sent bytes not matching the chunk id")
+    chunk_id: HexId
+
+
 class ReplicaReport(Message):
-    """A node reports chunks of a file it now holds, or lost."""
+    """A node reports chunks of a file it now holds or lost, and other holders' bad copies.
+
+    A replica reported ``bad`` is no longer listed as a holder (nor counted) until its holder
+    reports the chunk held again (after its own integrity scan).
+    """
 
     node_id: NodeId
     held: list[HexId] = Field(default_factory=list, max_length=MAX_REPORT_CHUNKS)
     lost: list[HexId] = Field(default_factory=list, max_length=MAX_REPORT_CHUNKS)
+    bad: list[BadReplica] = Field(default_factory=list, max_length=MAX_REPORT_CHUNKS)
 
 
 class DownloadReport(Message):

@@ -26,10 +26,11 @@ class PlacementError(InvalidInput):
 
 @dataclass(frozen=True, slots=True)
 class ChunkNeed:
-    """A chunk to place: its id and size in bytes."""
+    """A chunk to place: its id, size in bytes, and (when not ``replicas``) how many copies."""
 
     chunk_id: str
     size: int
+    copies: int | None = None
 
 
 def plan_placement(
@@ -42,27 +43,34 @@ def plan_placement(
     """Return ``{chunk_id: [holder, ...]}`` with ``replicas`` distinct holders per chunk.
 
     ``budgets`` maps each candidate holder to the bytes it may receive. A chunk id listed twice
-    is placed once. ``exclude`` maps a chunk id to holders that must not get it (they already
+    is placed once. A need with ``copies`` set gets that many holders instead (0 = none; used
+    when some replicas already exist, e.g. a resumed upload or a re-placement). ``exclude``
+    maps a chunk id to holders that must not get it (they already
     have it, or just failed). Raises :class:`PlacementError` when the plan is impossible: too
     few holders, or not enough budget; nothing is half-planned.
     """
     if replicas < 1:
         raise PlacementError(f"replicas must be at least 1, got {replicas}")
     unique: dict[str, int] = {}
+    copies: dict[str, int] = {}
     for need in chunks:
-        unique.setdefault(need.chunk_id, need.size)
+        if need.chunk_id not in unique:
+            unique[need.chunk_id] = need.size
+            copies[need.chunk_id] = replicas if need.copies is None else need.copies
+    unique = {c: size for c, size in unique.items() if copies[c] > 0}
     exclude = exclude or {}
     usable = {node: budget for node, budget in budgets.items() if budget > 0}
-    if len(usable) < replicas and unique:
+    most = max(copies[c] for c in unique) if unique else 0
+    if len(usable) < most:
         raise PlacementError(
-            f"{replicas} replicas need {replicas} holders with space; "
+            f"{most} replicas need {most} holders with space; "
             f"{len(usable)} {'is' if len(usable) == 1 else 'are'} available"
         )
-    needed = replicas * sum(unique.values())
+    needed = sum(copies[c] * size for c, size in unique.items())
     offered = sum(usable.values())
     if needed > offered:
         raise PlacementError(
-            f"{replicas} replicas need {format_size(needed)}; the chosen holders offer "
+            f"{most} replicas need {format_size(needed)}; the chosen holders offer "
             f"{format_size(offered)}"
         )
     left = dict(usable)
@@ -74,11 +82,12 @@ def plan_placement(
         fits = (
             ((filled[n] + size) / usable[n], n) for n in left if left[n] >= size and n not in banned
         )
-        chosen = [n for _, n in heapq.nsmallest(replicas, fits)]
-        if len(chosen) < replicas:
+        want = copies[chunk_id]
+        chosen = [n for _, n in heapq.nsmallest(want, fits)]
+        if len(chosen) < want:
             raise PlacementError(
                 f"chunk {chunk_id[:12]} ({format_size(size)}) fits on only {len(chosen)} "
-                f"holder(s) with room, {replicas} needed"
+                f"holder(s) with room, {want} needed"
             )
         for n in chosen:
             left[n] -= size

@@ -1,4 +1,5 @@
-"""The streaming hasher: reads a file once, in chunk-size pieces, and returns its manifest.
+"""The streaming hasher: reads a file once, in chunk-size pieces, and returns its manifest
+(:func:`hash_file`), optionally storing every chunk on the way (:func:`ingest_file`).
 
 The read happens in a worker thread into one preallocated buffer, so memory stays at one chunk
 whatever the file's size, and the event loop never blocks.
@@ -16,6 +17,7 @@ from typing import BinaryIO
 
 from p2pshare.core.errors import IntegrityError, InvalidInput, NotFound
 from p2pshare.core.manifest import Manifest, ManifestBuilder, validate_name
+from p2pshare.storage.chunkstore import ChunkStore
 
 ProgressCallback = Callable[[int], None]
 """Called from the worker thread with the number of bytes just read."""
@@ -99,3 +101,58 @@ def _read_full(fh: BinaryIO, view: memoryview) -> int:
             break
         total += n
     return total
+
+
+async def ingest_file(
+    store: ChunkStore,
+    path: Path,
+    *,
+    chunk_size: int,
+    created: datetime,
+    name: str | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> Manifest:
+    """Read the file at ``path`` once, store each chunk in ``store``, and return the manifest.
+
+    This is the uploader's chunk assembly folder (upload steps 4-5): the file is read one
+    chunk at a time in a worker thread (memory: one chunk), each chunk is hashed and put into
+    the store (a chunk already there is not written again). ``on_progress`` is called on the
+    event loop with the bytes of each chunk done. Raises like :func:`hash_file_sync`, and what
+    :meth:`ChunkStore.put` raises (e.g. :class:`QuotaExceeded` when the store is full).
+    """
+    builder = ManifestBuilder(chunk_size)
+    name = validate_name(path.name if name is None else name)
+    try:
+        fh = await asyncio.to_thread(path.open, "rb")
+    except FileNotFoundError:
+        raise NotFound(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InvalidInput(f"{path}: is a directory, not a file") from None
+    except PermissionError:
+        raise InvalidInput(f"{path}: permission denied") from None
+    try:
+        info = await asyncio.to_thread(os.fstat, fh.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise InvalidInput(f"{path}: not a regular file")
+        buf = bytearray(chunk_size)
+        view = memoryview(buf)
+        while True:
+            n = await asyncio.to_thread(_read_full, fh, view)
+            if n == 0:
+                break
+            piece = bytes(view[:n])
+            chunk_id = await asyncio.to_thread(builder.add_chunk, piece)
+            await store.put(chunk_id, piece)
+            if on_progress is not None:
+                on_progress(n)
+            if n < chunk_size:
+                break
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot read: {exc.strerror}") from None
+    finally:
+        await asyncio.to_thread(fh.close)
+    if builder.size != info.st_size:
+        raise IntegrityError(
+            f"{path}: changed while it was read ({info.st_size} bytes before, {builder.size} read)"
+        )
+    return builder.finish(name, created)

@@ -427,7 +427,10 @@ class Repository:
             holders = (
                 select(literal(True).label("holds"), Replica.chunk_id, *_NODE_COLUMNS)
                 .join(Node, Node.node_id == Replica.node_id)
-                .where(Replica.chunk_id.in_(select(Chunk.chunk_id).where(Chunk.file_id == file_id)))
+                .where(
+                    Replica.chunk_id.in_(select(Chunk.chunk_id).where(Chunk.file_id == file_id)),
+                    Replica.verified_ok.is_(True),
+                )
             )
             leechers = (
                 select(literal(False).label("holds"), null().label("chunk_id"), *_NODE_COLUMNS)
@@ -525,7 +528,8 @@ class Repository:
         )
 
     async def report_replicas(self, file_id: str, rep: ReplicaReport) -> Receipt:
-        """Record chunks of ``file_id`` that a node now holds or lost; return the receipt.
+        """Record chunks of ``file_id`` that a node now holds or lost, and replicas others sent
+        bad bytes for (no longer listed until re-reported held); return the receipt.
 
         Raises :class:`InvalidInput` for a chunk that is not part of the file or is reported
         both held and lost.
@@ -538,7 +542,8 @@ class Repository:
         async with self.db.write() as s:
             await self._require_available(s, file_id)
             await self._require_nodes(s, [rep.node_id], "node")
-            named = sorted(held | lost)
+            bad = {(b.node_id, b.chunk_id) for b in rep.bad}
+            named = sorted(held | lost | {c for _, c in bad})
             in_file: set[str] = set()
             for ids in _batches(named):
                 in_file.update(
@@ -558,13 +563,20 @@ class Repository:
                 await s.execute(
                     delete(Replica).where(Replica.node_id == rep.node_id, Replica.chunk_id.in_(ids))
                 )
+            for holder, cid in sorted(bad):
+                await s.execute(
+                    update(Replica)
+                    .where(Replica.node_id == holder, Replica.chunk_id == cid)
+                    .values(verified_ok=False, last_verified=now)
+                )
             s.add(
                 Event(
                     at=now,
                     kind="replicas-reported",
                     file_id=file_id,
                     node_id=rep.node_id,
-                    detail=f"held {len(held)}, lost {len(lost)}",
+                    detail=f"held {len(held)}, lost {len(lost)}, bad {len(bad)}"
+                    + "".join(f"; bad {c} on {h}" for h, c in sorted(bad)[:8]),
                 )
             )
             touched = await self._sharing_chunks(s, file_id)
@@ -642,7 +654,13 @@ class Repository:
             select(func.count())
             .select_from(Replica)
             .join(Node, Node.node_id == Replica.node_id)
-            .where(and_(Replica.chunk_id == per_chunk.c.chunk_id, Node.status == "online"))
+            .where(
+                and_(
+                    Replica.chunk_id == per_chunk.c.chunk_id,
+                    Node.status == "online",
+                    Replica.verified_ok.is_(True),
+                )
+            )
             .scalar_subquery()
         )
         async with self.db.read() as s:

@@ -104,6 +104,51 @@ async def test_replica_reports_make_holders_and_seeders(tracker: Running) -> Non
     assert len(rows) == 5 and all(ok for _, ok in rows)
 
 
+async def test_a_bad_replica_is_no_longer_listed_until_its_holder_reports_it_again(
+    tracker: Running,
+) -> None:
+    m = await registered(tracker)
+    url = f"/v1/files/{m.file_id}/replicas"
+    await tracker.client.post(url, json={"node_id": "leech", "held": m.chunk_ids})
+    bad = {"node_id": "h1", "chunk_id": m.chunk_ids[1]}
+    r = await tracker.client.post(url, json={"node_id": "leech", "bad": [bad]})
+    assert r.status_code == 200, r.text
+    d = await detail(tracker, m)
+    assert [[h.node_id for h in c.holders] for c in d.chunks] == [
+        ["h1", "leech"],
+        ["leech"],
+        ["h1", "leech"],
+    ]
+    assert [c.replicas_online for c in d.chunks] == [2, 1, 2]
+    assert [s.node_id for s in d.seeders] == ["leech"]
+    stats = Stats.model_validate_json((await tracker.client.get("/v1/stats")).content)
+    assert stats.chunks == 3
+    async with tracker.state.db.read() as s:
+        details = (await s.scalars(select(Event.detail).where(Event.node_id == "leech"))).all()
+    assert any(f"bad {m.chunk_ids[1]} on h1" in d for d in details)
+    # the holder re-verified its copy (integrity scan) and reports it held again
+    await tracker.client.post(url, json={"node_id": "h1", "held": m.chunk_ids[1:2]})
+    d = await detail(tracker, m)
+    assert [h.node_id for h in d.chunks[1].holders] == ["h1", "leech"]
+
+
+async def test_a_bad_replica_report_for_a_chunk_of_another_file_is_refused(
+    tracker: Running,
+) -> None:
+    m = await registered(tracker)
+    other = manifest(1, seed=99)
+    bad = {"node_id": "h1", "chunk_id": other.chunk_ids[0]}
+    assert_problem(
+        await tracker.client.post(
+            f"/v1/files/{m.file_id}/replicas", json={"node_id": "leech", "bad": [bad]}
+        ),
+        400,
+        "invalid-input",
+        "not part of file",
+    )
+    assert all(len(c.holders) == 1 for c in (await detail(tracker, m)).chunks)
+
+
 async def test_replica_report_refusals(tracker: Running) -> None:
     m = await registered(tracker)
     other = manifest(1, seed=99)

@@ -62,8 +62,9 @@ def test_empty_file_needs_nothing() -> None:
 
 def test_exclude_keeps_holders_away() -> None:
     needs = chunks(1)
-    plan = plan_placement(needs, {"a": 9 * MiB, "b": 9 * MiB, "c": 9 * MiB}, 2,
-                          exclude={needs[0].chunk_id: ["a"]})  # fmt: skip
+    plan = plan_placement(
+        needs, {"a": 9 * MiB, "b": 9 * MiB, "c": 9 * MiB}, 2, exclude={needs[0].chunk_id: ["a"]}
+    )
     assert sorted(plan[needs[0].chunk_id]) == ["b", "c"]
 
 
@@ -122,3 +123,14 @@ def test_equal_budgets_with_room_always_succeed(n: int, nodes: int) -> None:
     budgets = {f"n{i}": per * MiB for i in range(nodes)}
     plan = plan_placement(chunks(n, size=MiB), budgets, replicas)
     assert len(plan) == n
+
+
+def test_per_chunk_copies_for_resume_and_replacement() -> None:
+    a, b = chunks(2)
+    plan = plan_placement(
+        [ChunkNeed(a.chunk_id, a.size, copies=1), ChunkNeed(b.chunk_id, b.size, copies=0)],
+        {"x": 9 * MiB, "y": 9 * MiB},
+        2,
+        exclude={a.chunk_id: ["x"]},
+    )
+    assert plan == {a.chunk_id: ["y"]}

@@ -132,8 +132,12 @@ def test_simulated_downloads_respect_bounds_and_finish(
         ChunkSource(cid(i), 10, (i,), tuple(rng.sample(names, rng.randint(1, holders))))
         for i in range(n)
     ]
-    srcs = [s if reliable in s.holders else ChunkSource(s.chunk_id, 10, s.indices,
-            (*s.holders, reliable)) for s in srcs]  # fmt: skip
+    srcs = [
+        s
+        if reliable in s.holders
+        else ChunkSource(s.chunk_id, 10, s.indices, (*s.holders, reliable))
+        for s in srcs
+    ]
     s = DownloadScheduler(srcs, per_holder=per_holder, total=total, max_errors=10**6)
     flying: list[Request] = []
     for _ in range(10_000):

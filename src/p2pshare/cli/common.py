@@ -1,0 +1,91 @@
+"""What the CLI's commands share: logging set-up, the control client, and JSON output."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import aiohttp
+
+from p2pshare.config import Settings
+from p2pshare.core.errors import P2PShareError
+from p2pshare.node.control_client import ControlClient
+from p2pshare.node.http import new_session
+
+if TYPE_CHECKING:
+    from p2pshare.cli.app import Context
+
+T = TypeVar("T")
+
+QUIET_LOGGERS = ("aiosqlite", "asyncio", "alembic.runtime.migration", "aiohttp.access")
+
+
+class Interrupted(P2PShareError):
+    """The user pressed ctrl-C or declined; what was running stopped (and can be resumed)."""
+
+    code = "interrupted"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log line (the production profile's format)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
+
+
+def setup_logging(settings: Settings) -> None:
+    """Send logs to stderr at the configured level, as text or JSON lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level)
+    for chatty in QUIET_LOGGERS:  # one line per SQLite call or request at DEBUG
+        logging.getLogger(chatty).setLevel(max(logging.INFO, root.level))
+
+
+def node_url(c: Context, given: str | None) -> str:
+    """Return the control URL of the local node: ``--node`` or the configured one."""
+    return (given or c.settings.node_url).rstrip("/")
+
+
+async def open_control(session: aiohttp.ClientSession, url: str) -> ControlClient:
+    """Return a control client for the node at ``url`` after checking that it answers.
+
+    Raises :class:`~p2pshare.core.errors.Unavailable` (saying how to start a node) when none
+    answers there.
+    """
+    client = ControlClient(session, url)
+    await client.status()
+    return client
+
+
+def with_control(url: str, work: Callable[[ControlClient], Awaitable[T]]) -> T:
+    """Run ``work`` with a control client for the node at ``url``; return its result."""
+
+    async def main() -> T:
+        async with new_session() as session:
+            return await work(await open_control(session, url))
+
+    return asyncio.run(main())
+
+
+def print_json(doc: Any) -> None:
+    """Print ``doc`` as the command's one JSON document."""
+    print(json.dumps(doc, indent=2, default=str))

@@ -1,0 +1,214 @@
+"""``p2pshare demo``: a tracker and three nodes on loopback, a real upload and download.
+
+Every part runs as its own process, exactly as a user would start it; their logs go to files
+in a temp dir. After the transfers the network keeps running, with the commands to try printed,
+until ctrl-C, which stops every process the demo started and removes the temp dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import IO
+
+import aiohttp
+from rich.console import Console
+
+from p2pshare.cli.transfer_cmds import follow, print_download_summary, print_upload_summary
+from p2pshare.core.errors import P2PShareError, Unavailable
+from p2pshare.core.node_messages import DownloadRequest, UploadRequest
+from p2pshare.node.control_client import ControlClient
+from p2pshare.node.http import new_session
+
+NODES = ("alpha", "bravo", "charlie")
+DEMO_SIZE = 64 * 2**20
+START_TIMEOUT = 30.0
+
+
+def free_port() -> int:
+    """Return a TCP port on loopback that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Cluster:
+    """The processes of the demo, and how to stop them."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.procs: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]] = []
+
+    def start(self, label: str, *args: str) -> None:
+        log = (self.root / f"{label}.log").open("wb")
+        proc = subprocess.Popen(  # noqa: S603 - our own CLI
+            [sys.executable, "-m", "p2pshare", "--env", "development", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # ctrl-C reaches the demo, which stops them in order
+        )
+        self.procs.append((label, proc, log))
+
+    def check_alive(self) -> None:
+        for label, proc, _ in self.procs:
+            if proc.poll() is not None:
+                tail = (self.root / f"{label}.log").read_text(errors="replace")[-600:]
+                raise P2PShareError(f"{label} exited with code {proc.returncode}: {tail.strip()}")
+
+    def stop(self) -> None:
+        for _, proc, _ in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for _, proc, log in reversed(self.procs):
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.close()
+
+
+async def wait_http(url: str, cluster: Cluster) -> None:
+    """Wait until ``url`` answers 200, or fail after a bounded time."""
+    deadline = time.monotonic() + START_TIMEOUT
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as s:
+        while time.monotonic() < deadline:
+            cluster.check_alive()
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with s.get(url) as resp:
+                    if resp.status == 200:
+                        return
+            await asyncio.sleep(0.2)
+    raise Unavailable(f"{url} did not come up within {START_TIMEOUT:.0f}s")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while piece := fh.read(4 << 20):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+async def _demo(root: Path, cluster: Cluster, console: Console) -> None:
+    tracker_port = free_port()
+    tracker_url = f"http://127.0.0.1:{tracker_port}"
+    cluster.start(
+        "tracker",
+        "tracker",
+        "--port",
+        str(tracker_port),
+        "--data",
+        str(root / "tracker"),
+        "--heartbeat-interval",
+        "2",
+    )
+    console.print(f"tracker   {tracker_url}")
+    await wait_http(f"{tracker_url}/v1/health", cluster)
+    controls: dict[str, str] = {}
+    for name in NODES:
+        port, control = free_port(), free_port()
+        cluster.start(
+            name,
+            "node",
+            "--name",
+            name,
+            "--port",
+            str(port),
+            "--control-port",
+            str(control),
+            "--data",
+            str(root / name),
+            "--tracker",
+            tracker_url,
+            "--storage",
+            "1GiB",
+        )
+        controls[name] = f"http://127.0.0.1:{control}"
+        console.print(f"node      {name:<8} http://127.0.0.1:{port}  (control {controls[name]})")
+    for name in NODES:
+        await wait_http(f"{controls[name]}/v1/control/status", cluster)
+
+    source = root / "demo-64MiB.bin"
+    await asyncio.to_thread(_write_random, source, DEMO_SIZE)
+    async with new_session() as session:
+        alpha = ControlClient(session, controls["alpha"])
+        deadline = time.monotonic() + START_TIMEOUT
+        while len(await alpha.peers()) < len(NODES) - 1:  # wait for the others' heartbeats
+            if time.monotonic() > deadline:
+                raise Unavailable("the nodes did not all announce themselves in time")
+            await asyncio.sleep(0.3)
+        # one copy besides alpha's, so bravo and charlie each hold about half of the chunks and
+        # charlie's download has to fetch the rest from the others
+        console.rule("upload on alpha (--auto: spread by free space, 1 replica besides alpha)")
+        info = await alpha.start_upload(UploadRequest(path=str(source), replicas=1))
+        uploaded = await follow(alpha, info, show=True, console=console)
+        print_upload_summary(console, uploaded)
+
+        console.rule("download on charlie")
+        charlie = ControlClient(session, controls["charlie"])
+        target = root / "charlie-downloads" / source.name
+        await asyncio.to_thread(target.parent.mkdir)
+        info = await charlie.start_download(
+            DownloadRequest(file_id=uploaded.file_id, path=str(target))
+        )
+        downloaded = await follow(charlie, info, show=True, console=console)
+        print_download_summary(console, downloaded)
+
+    original, copy = await asyncio.gather(
+        asyncio.to_thread(_sha256, source), asyncio.to_thread(_sha256, target)
+    )
+    verdict = "[green]match[/green]" if original == copy else "[red]DIFFER[/red]"
+    console.rule("result")
+    console.print(f"sha256 of the original   {original}")
+    console.print(f"sha256 of the download   {copy}   {verdict}")
+    if original != copy:
+        raise P2PShareError("the downloaded file differs from the original")
+    me = (
+        f"{Path(sys.executable).parent}/p2pshare" if "VIRTUAL_ENV" not in os.environ else "p2pshare"
+    )
+    console.rule("the network keeps running; try, in another terminal")
+    console.print(f"{me} peers --node {controls['alpha']}")
+    console.print(f"{me} files --node {controls['alpha']}")
+    console.print(f"{me} info {uploaded.file_id} --node {controls['bravo']}")
+    console.print(f"{me} download {uploaded.file_id} -o /tmp/copy.bin --node {controls['bravo']}")
+    console.print(f"{me} upload SOME_FILE --auto --node {controls['bravo']}")
+    console.print(f"logs: {root}/*.log     press ctrl-C to stop everything")
+    while True:
+        cluster.check_alive()
+        await asyncio.sleep(1)
+
+
+def _write_random(path: Path, size: int) -> None:
+    with path.open("wb") as fh:
+        left = size
+        while left:
+            n = min(left, 4 << 20)
+            fh.write(os.urandom(n))
+            left -= n
+
+
+def run_demo(console: Console) -> None:
+    """Run the demo until ctrl-C; always stop the processes and remove the temp dir."""
+    root = Path(tempfile.mkdtemp(prefix="p2pshare-demo-"))
+    cluster = Cluster(root)
+    try:
+        asyncio.run(_demo(root, cluster, console))
+    except KeyboardInterrupt:
+        console.print("\nstopping the demo network...")
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    console.print("stopped; every demo process has exited")

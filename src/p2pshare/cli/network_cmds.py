@@ -1,0 +1,127 @@
+"""``p2pshare peers``, ``files`` and ``info``: the network as the local node sees it."""
+
+from __future__ import annotations
+
+from statistics import median
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from p2pshare.cli.common import node_url, print_json, with_control
+from p2pshare.core.ids import validate_id
+from p2pshare.core.sizes import format_size
+
+if TYPE_CHECKING:
+    from p2pshare.cli.app import Context
+
+NodeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--node",
+        help="Control URL of your node [default: the configured one, http://127.0.0.1:7072].",
+        show_default=False,
+    ),
+]
+
+
+def peers_cmd(ctx: typer.Context, node: NodeOption = None) -> None:
+    """List the online nodes with free space (the holders an upload can use)."""
+    c: Context = ctx.obj
+    nodes = with_control(node_url(c, node), lambda client: client.peers())
+    if c.json:
+        print_json([n.model_dump(mode="json") for n in nodes])
+        return
+    if not nodes:
+        Console().print("no other node is online with free space")
+        return
+    table = Table("name", "node id", "address", "free", "offered")
+    for n in nodes:
+        table.add_row(
+            n.name, n.node_id, n.address, format_size(n.free_bytes), format_size(n.offered_bytes)
+        )
+    Console().print(table)
+
+
+def files_cmd(
+    ctx: typer.Context,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Only files whose name contains this.")
+    ] = None,
+    node: NodeOption = None,
+) -> None:
+    """List the files registered at the tracker."""
+    c: Context = ctx.obj
+    page = with_control(node_url(c, node), lambda client: client.files(name=name, limit=500))
+    if c.json:
+        print_json(page.model_dump(mode="json"))
+        return
+    if not page.items:
+        Console().print("no files")
+        return
+    table = Table("file id", "name", "size", "chunks", "downloads", "created")
+    for f in page.items:
+        table.add_row(
+            f.file_id,
+            f.name,
+            format_size(f.size),
+            str(f.chunks),
+            str(f.downloads),
+            f.created.strftime("%Y-%m-%d %H:%M"),
+        )
+    Console().print(table)
+    if page.total > len(page.items):
+        Console().print(f"... {page.total - len(page.items)} more (use --name to narrow)")
+
+
+def info_cmd(
+    ctx: typer.Context,
+    file_id: Annotated[str, typer.Argument(help="The file's id.", show_default=False)],
+    node: NodeOption = None,
+) -> None:
+    """Show a file: its manifest, where its chunks are, and how healthy it is."""
+    c: Context = ctx.obj
+    validate_id(file_id, "file id")
+    d = with_control(node_url(c, node), lambda client: client.file(file_id))
+    online = [ch.replicas_online for ch in d.chunks]
+    holders_online = len({h.node_id for ch in d.chunks for h in ch.holders if h.online})
+    doc = {
+        "file_id": d.manifest.file_id,
+        "name": d.manifest.name,
+        "size": d.manifest.size,
+        "sha256": d.manifest.sha256,
+        "chunks": len(d.manifest.chunk_ids),
+        "chunk_size": d.manifest.chunk_size,
+        "owner": d.owner,
+        "state": d.state,
+        "replica_target": d.replica_target,
+        "replicas_min": min(online) if online else 0,
+        "replicas_median": median(online) if online else 0,
+        "under_target": sum(r < d.replica_target for r in online),
+        "holders_online": holders_online,
+        "seeders": [s.name for s in d.seeders],
+        "leechers": [s.name for s in d.leechers],
+        "downloads": d.downloads,
+    }
+    if c.json:
+        print_json(doc)
+        return
+    console = Console()
+    console.print(f"[bold]{d.manifest.name}[/bold]  {format_size(d.manifest.size)}")
+    for key in (
+        "file_id",
+        "sha256",
+        "owner",
+        "state",
+        "chunks",
+        "replica_target",
+        "replicas_min",
+        "replicas_median",
+        "under_target",
+        "holders_online",
+        "downloads",
+    ):
+        console.print(f"{key:16} {doc[key]}")
+    console.print(f"{'seeders':16} {', '.join(doc['seeders']) or '-'}")  # type: ignore[arg-type]
+    console.print(f"{'leechers':16} {', '.join(doc['leechers']) or '-'}")  # type: ignore[arg-type]

@@ -1,0 +1,151 @@
+"""``p2pshare node``: run this machine's node in the foreground until ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from p2pshare.cli.common import setup_logging
+from p2pshare.config import load_settings
+from p2pshare.core.sizes import format_size
+
+if TYPE_CHECKING:
+    from p2pshare.cli.app import Context
+    from p2pshare.transfer.runtime import NodeReady
+
+
+def node_cmd(
+    ctx: typer.Context,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            "--host", help="Address the peer API binds [default: 127.0.0.1].", show_default=False
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port",
+            min=0,
+            max=65535,
+            help="Port of the peer API (0: any free one) [default: 7071].",
+            show_default=False,
+        ),
+    ] = None,
+    control_port: Annotated[
+        int | None,
+        typer.Option(
+            "--control-port",
+            min=0,
+            max=65535,
+            help="Port of the local control API, on 127.0.0.1 [default: 7072].",
+            show_default=False,
+        ),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Data directory (chunks, state).", show_default=False),
+    ] = None,
+    tracker: Annotated[
+        str | None,
+        typer.Option(
+            "--tracker",
+            help="The tracker's URL [default: http://127.0.0.1:7070].",
+            show_default=False,
+        ),
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage",
+            metavar="SIZE",
+            help="Space offered to others, e.g. 20GiB [default: 10GiB].",
+            show_default=False,
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="This node's name as others see it.", show_default=False),
+    ] = None,
+    public_address: Annotated[
+        str | None,
+        typer.Option(
+            "--public-address",
+            metavar="URL",
+            help="URL other nodes reach this one at, when not http://HOST:PORT.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Run a node: offer disk space to the network and serve this machine's transfers.
+
+    Serves the peer API (other nodes push and fetch chunks) and, on loopback only, the control
+    API the other commands use. Announces itself to the tracker on every heartbeat. One node
+    per data dir: a second one on the same dir is refused.
+    """
+    # imported here so the other commands do not pay for aiohttp's server side
+    from p2pshare.transfer.runtime import NodeOptions, run_node
+
+    c: Context = ctx.obj
+    settings = load_settings(
+        profile=c.profile,
+        config_file=c.config_file,
+        flags={
+            "node_host": host,
+            "node_port": port,
+            "control_port": control_port,
+            "data_dir": data,
+            "tracker_url": tracker,
+            "storage": storage,
+            "node_name": name,
+            "public_address": public_address,
+        },
+    )
+    setup_logging(settings)
+    opts = NodeOptions(
+        data_dir=settings.data_dir,
+        storage=settings.storage,
+        tracker_url=settings.tracker_url,
+        host=settings.node_host,
+        port=settings.node_port,
+        control_port=settings.control_port,
+        name=settings.node_name,
+        public_address=settings.public_address,
+        chunk_size=settings.chunk_size,
+    )
+
+    def ready(r: NodeReady) -> None:
+        if c.json:
+            doc = {
+                "node_id": r.node_id,
+                "name": r.name,
+                "address": r.address,
+                "control_url": r.control_url,
+                "data_dir": str(r.data_dir),
+            }
+            print(json.dumps(doc), flush=True)
+        else:
+            print(
+                f"p2pshare node {r.name} ({r.node_id}) offering {format_size(opts.storage)}\n"
+                f"  peers reach it at {r.address}; control API at {r.control_url}\n"
+                f"  data in {r.data_dir}; tracker {opts.tracker_url}",
+                flush=True,
+            )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await run_node(opts, stop=stop, on_ready=ready)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    asyncio.run(main())

@@ -1,0 +1,316 @@
+"""``p2pshare upload`` and ``download``: start a transfer on the local node and follow it."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.prompt import Confirm, Prompt
+from rich.table import Table
+
+from p2pshare.cli.common import Interrupted, node_url, open_control, print_json
+from p2pshare.cli.network_cmds import NodeOption
+from p2pshare.core.errors import InvalidInput, P2PShareError
+from p2pshare.core.ids import validate_id
+from p2pshare.core.messages import NodeInfo
+from p2pshare.core.node_messages import (
+    DownloadRequest,
+    TransferEvent,
+    TransferInfo,
+    TransferResult,
+    UploadRequest,
+)
+from p2pshare.core.sizes import format_size, parse_size
+from p2pshare.node.control_client import ControlClient
+from p2pshare.node.http import new_session
+
+if TYPE_CHECKING:
+    from p2pshare.cli.app import Context
+
+T = TypeVar("T")
+
+PHASES = {
+    "planned": "starting",
+    "hashing": "hashing",
+    "reserving": "reserving",
+    "pushing": "sending",
+    "registering": "registering",
+    "fetching": "fetching",
+    "verifying": "verifying",
+}
+
+
+def resolve_allocation(peers: list[NodeInfo], alloc: list[str]) -> dict[str, int]:
+    """Return ``{node_id: bytes}`` for ``--alloc NAME=SIZE`` flags (NAME: a node's name or id).
+
+    Raises :class:`InvalidInput` for a malformed flag, an unknown node, an ambiguous name or a
+    size that does not parse.
+    """
+    out: dict[str, int] = {}
+    for item in alloc:
+        who, sep, size = item.partition("=")
+        if not sep or not who or not size:
+            raise InvalidInput(f"--alloc {item!r}: expected NAME=SIZE, e.g. node-b=2GiB")
+        matches = [p for p in peers if who in (p.node_id, p.name)]
+        if not matches:
+            known = ", ".join(sorted(p.name for p in peers)) or "none"
+            raise InvalidInput(f"--alloc {item!r}: no online node named {who!r} (online: {known})")
+        if len(matches) > 1:
+            raise InvalidInput(f"--alloc {item!r}: several nodes are named {who!r}; use the id")
+        out[matches[0].node_id] = parse_size(size)
+    return out
+
+
+def _ask_allocation(peers: list[NodeInfo], console: Console) -> dict[str, int] | None:
+    """Ask, per node, how much to use (upload step 3); None = spread by free space."""
+    console.print("How much space to use on each node? Enter a size (e.g. 2GiB), 0 to skip it,")
+    console.print("or just press Enter on the first question to spread by free space.")
+    out: dict[str, int] = {}
+    for i, p in enumerate(peers):
+        while True:
+            answer = Prompt.ask(
+                f"  {p.name} ({format_size(p.free_bytes)} free)",
+                default="",
+                console=console,
+                show_default=False,
+            )
+            if i == 0 and not answer.strip():
+                return None
+            try:
+                size = parse_size(answer.strip() or "0")
+            except P2PShareError as exc:
+                console.print(f"  [red]{exc.detail}[/red]")
+                continue
+            break
+        if size:
+            out[p.node_id] = size
+    return out
+
+
+async def follow(
+    client: ControlClient, info: TransferInfo, *, show: bool, console: Console
+) -> TransferResult:
+    """Follow a transfer's events to the end; return its result or raise its error.
+
+    ctrl-C cancels the transfer on the node (it stays resumable) and raises
+    :class:`Interrupted`.
+    """
+    progress = Progress(
+        TextColumn("[progress.description]{task.description:<11}"),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not show,
+    )
+    last: TransferEvent | None = None
+    try:
+        with progress:
+            task = progress.add_task("starting", total=None)
+            async for event in client.events(info.transfer_id):
+                last = event
+                progress.update(
+                    task,
+                    description=PHASES.get(event.state, event.state),
+                    completed=event.done_bytes,
+                    total=event.total_bytes or None,
+                )
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        await asyncio.shield(client.cancel(info.transfer_id))
+        raise Interrupted(f"{info.kind} stopped; run the same command again to resume") from None
+    if last is None or last.state != "completed" or last.result is None:
+        if last is not None and last.error:
+            raise P2PShareError(last.error)
+        raise P2PShareError(f"{info.kind} ended without a result ({last.state if last else '?'})")
+    return last.result
+
+
+def _run(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work``; ctrl-C reaches it as a cancellation (which cancels the transfer)."""
+    try:
+        return asyncio.run(work)
+    except KeyboardInterrupt:
+        raise Interrupted("stopped") from None
+
+
+def upload_cmd(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="The file to upload.", show_default=False)],
+    replicas: Annotated[
+        int | None,
+        typer.Option(
+            "--replicas",
+            min=1,
+            max=16,
+            help="Holders per chunk besides you [default: the configured one, 2].",
+            show_default=False,
+        ),
+    ] = None,
+    alloc: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--alloc",
+            metavar="NAME=SIZE",
+            help="Space to use on a node (repeatable); skips the question.",
+        ),
+    ] = None,
+    auto: Annotated[
+        bool, typer.Option("--auto", help="Spread by free space; skips the question.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Start without asking to confirm.")] = (
+        False
+    ),
+    chunk_size: Annotated[
+        str | None, typer.Option("--chunk-size", help="e.g. 4MiB [default: the configured one].")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Name to register.")] = None,
+    node: NodeOption = None,
+) -> None:
+    """Upload FILE: pick holders, cut it into chunks, push them, register it at the tracker.
+
+    On a terminal you are shown the online nodes and asked how much space to use on each;
+    --alloc or --auto answer that for scripts. Prints the file id others download it with.
+    """
+    c: Context = ctx.obj
+    copies = replicas if replicas is not None else c.settings.replicas
+    path = file.expanduser().absolute()
+    if path.is_dir():
+        raise InvalidInput(f"{file}: is a directory, not a file")
+    if not path.is_file():
+        raise InvalidInput(f"{file}: no such file")
+    if alloc and auto:
+        raise InvalidInput("--alloc and --auto exclude each other")
+    size_arg = parse_size(chunk_size) if chunk_size else None
+    console = Console(stderr=c.json, soft_wrap=True)
+    interactive = sys.stdin.isatty() and sys.stdout.isatty() and not c.json
+
+    async def main() -> TransferResult:
+        async with new_session() as session:
+            client = await open_control(session, node_url(c, node))
+            peers = await client.peers()
+            if not c.json:
+                table = Table("name", "address", "free", title="online nodes with free space")
+                for p in peers:
+                    table.add_row(p.name, p.address, format_size(p.free_bytes))
+                console.print(table)
+            if alloc:
+                allocation: dict[str, int] | None = resolve_allocation(peers, alloc)
+            elif auto:
+                allocation = None
+            elif interactive:
+                allocation = _ask_allocation(peers, console)
+            else:
+                raise InvalidInput(
+                    "no terminal to ask how much space to use: pass --auto or --alloc NAME=SIZE"
+                )
+            if interactive and not yes:
+                what = (
+                    "spread by free space"
+                    if allocation is None
+                    else ", ".join(
+                        f"{p.name}={format_size(allocation[p.node_id])}"
+                        for p in peers
+                        if p.node_id in allocation
+                    )
+                )
+                if not Confirm.ask(
+                    f"Upload {path.name} with {copies} replicas ({what})?",
+                    default=True,
+                    console=console,
+                ):
+                    raise Interrupted("upload not started")
+            info = await client.start_upload(
+                UploadRequest(
+                    path=str(path),
+                    name=name,
+                    replicas=copies,
+                    allocation=allocation,
+                    chunk_size=size_arg,
+                )
+            )
+            return await follow(client, info, show=not c.json, console=console)
+
+    result = _run(main())
+    if c.json:
+        print_json(result.model_dump(mode="json"))
+        return
+    print_upload_summary(console, result)
+
+
+def print_upload_summary(console: Console, result: TransferResult) -> None:
+    """Print an upload's one-line summary, where its chunks went, and the file id."""
+    rate = result.size / result.seconds / 2**20 if result.seconds > 0 else 0.0
+    console.print(
+        f"uploaded {result.name}: {format_size(result.size)} in {result.chunks} chunks, "
+        f"{result.replicas} replica{'' if result.replicas == 1 else 's'}, "
+        f"{result.seconds:.1f}s ({rate:.1f} MiB/s)"
+    )
+    for h in result.holders:
+        console.print(f"  {h.name:<16} {h.address:<28} {h.chunks} chunks, {format_size(h.bytes)}")
+    console.print(f"file id: [bold]{result.file_id}[/bold]")
+
+
+def print_download_summary(console: Console, result: TransferResult) -> None:
+    """Print a download's one-line summary."""
+    rate = result.size / result.seconds / 2**20 if result.seconds > 0 else 0.0
+    console.print(
+        f"downloaded {result.name} to {result.path}: {format_size(result.size)} in "
+        f"{result.seconds:.1f}s ({rate:.1f} MiB/s), sha256 {result.sha256} verified"
+    )
+
+
+def download_cmd(
+    ctx: typer.Context,
+    file_id: Annotated[str, typer.Argument(help="The file's id.", show_default=False)],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Where to write it [default: ./NAME].", show_default=False
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    node: NodeOption = None,
+) -> None:
+    """Download a file by its id, from several holders at once, verifying every byte."""
+    c: Context = ctx.obj
+    validate_id(file_id, "file id")
+    console = Console(stderr=c.json, soft_wrap=True)
+
+    async def main() -> TransferResult:
+        async with new_session() as session:
+            client = await open_control(session, node_url(c, node))
+            detail = await client.file(file_id)
+            out = (output or Path(detail.manifest.name)).expanduser().absolute()
+            info = await client.start_download(
+                DownloadRequest(file_id=file_id, path=str(out), force=force)
+            )
+            return await follow(client, info, show=not c.json, console=console)
+
+    result = _run(main())
+    if c.json:
+        print_json(
+            {
+                "file_id": result.file_id,
+                "path": result.path,
+                "sha256": result.sha256,
+                "bytes": result.size,
+                "seconds": result.seconds,
+            }
+        )
+        return
+    print_download_summary(console, result)

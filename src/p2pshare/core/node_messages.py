@@ -1,0 +1,173 @@
+"""Wire messages of a node's APIs: the peer API (other nodes) and the control API (the CLI).
+
+The tracker's messages are in :mod:`p2pshare.core.messages`; shared field types come from there.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from p2pshare.core.chunking import MAX_CHUNK_SIZE
+from p2pshare.core.messages import (
+    MAX_REPLICAS,
+    MAX_REPORT_CHUNKS,
+    Address,
+    ByteCount,
+    HexId,
+    Message,
+    NodeId,
+    NodeName,
+)
+
+MAX_RESERVATION_TTL = 24 * 3600.0
+
+# --- peer API ------------------------------------------------------------------------------
+
+
+class ReservationRequest(Message):
+    """Upload step 6: ask a holder to promise ``nbytes`` for one upload."""
+
+    requester: NodeId = Field(description="the uploading node")
+    upload_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    nbytes: int = Field(gt=0, le=2**62)
+    ttl: float = Field(gt=0, le=MAX_RESERVATION_TTL, description="seconds the promise holds")
+
+
+class ReservationGrant(Message):
+    """A holder's promise: pushes under ``reservation_id`` may use ``nbytes`` until expiry."""
+
+    reservation_id: str
+    holder: NodeId
+    nbytes: int
+    expires_at: datetime
+
+
+class ChunkReceipt(Message):
+    """Upload step 8: the holder verified the chunk's hash and made it durable."""
+
+    holder: NodeId
+    chunk_id: HexId
+    size: int = Field(ge=0, le=MAX_CHUNK_SIZE)
+    created: bool = Field(description="False when the holder already had the chunk")
+
+
+class DownloadAck(Message):
+    """Download step 6: a downloader's receipt to a holder for what it received."""
+
+    downloader: NodeId
+    file_id: HexId
+    chunks: int = Field(ge=0, le=MAX_REPORT_CHUNKS)
+    bytes: ByteCount
+
+
+class AckReceipt(Message):
+    """A holder's answer to a :class:`DownloadAck`."""
+
+    holder: NodeId
+    recorded: bool
+
+
+# --- control API (loopback only) -----------------------------------------------------------
+
+
+class UploadRequest(Message):
+    """Start an upload of a file on the node's own disk."""
+
+    path: str = Field(min_length=1, max_length=4096, description="absolute path of the file")
+    name: str | None = Field(default=None, description="name to register (default: file name)")
+    replicas: int = Field(default=2, ge=1, le=MAX_REPLICAS)
+    allocation: dict[NodeId, ByteCount] | None = Field(
+        default=None, description="bytes to use on each chosen holder; None = spread by free space"
+    )
+    chunk_size: int | None = Field(default=None, description="None = the node's setting")
+
+
+class DownloadRequest(Message):
+    """Start a download of a file to a path on the node's own disk."""
+
+    file_id: HexId
+    path: str = Field(min_length=1, max_length=4096, description="absolute output path")
+    force: bool = Field(default=False, description="overwrite an existing file")
+
+
+TransferKind = Literal["upload", "download"]
+TransferState = Literal[
+    "planned",
+    "hashing",
+    "reserving",
+    "pushing",
+    "registering",
+    "fetching",
+    "verifying",
+    "completed",
+    "failed",
+    "cancelled",
+]
+
+
+class HolderShare(Message):
+    """Where an upload put its chunks: one line per holder."""
+
+    node_id: NodeId
+    name: NodeName
+    address: Address
+    chunks: int
+    bytes: int
+
+
+class TransferResult(Message):
+    """What a finished transfer produced (the CLI's ``--json`` document)."""
+
+    file_id: HexId
+    name: str
+    size: int
+    chunks: int
+    sha256: HexId
+    path: str
+    seconds: float
+    holders: list[HolderShare] = Field(default_factory=list)
+    replicas: int | None = None
+
+
+class TransferEvent(Message):
+    """One line of a transfer's progress stream (JSON lines)."""
+
+    transfer_id: str
+    kind: TransferKind
+    state: TransferState
+    done_bytes: int = Field(ge=0)
+    total_bytes: int = Field(ge=0)
+    message: str = ""
+    error: str | None = Field(default=None, description="one-line reason, when failed")
+    error_code: str | None = None
+    result: TransferResult | None = None
+
+
+class NodeStatus(Message):
+    """``GET /v1/control/status``: this node as it sees itself."""
+
+    node_id: NodeId
+    name: NodeName
+    address: Address
+    tracker_url: str
+    offered_bytes: ByteCount
+    used_bytes: ByteCount
+    reserved_bytes: ByteCount
+    free_bytes: ByteCount
+    chunks: int
+
+
+class TransferInfo(Message):
+    """A transfer as listed by ``GET /v1/control/transfers``."""
+
+    transfer_id: str
+    kind: TransferKind
+    state: TransferState
+    file_id: HexId | None
+    name: str
+    done_bytes: int
+    total_bytes: int
+    started_at: datetime

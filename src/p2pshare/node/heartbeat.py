@@ -1,0 +1,99 @@
+"""The node's background duties toward the tracker: announcing itself on every heartbeat, and
+reporting what it served (download step 7). Both loops are owned by the caller's task group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from p2pshare.core.errors import P2PShareError
+from p2pshare.core.messages import DownloadReport, NodeAnnounce
+from p2pshare.core.node_messages import DownloadAck
+from p2pshare.node.tracker_client import TrackerClient
+
+log = logging.getLogger(__name__)
+
+MIN_INTERVAL = 0.05
+MAX_REPORT_QUEUE = 10_000
+REPORT_ATTEMPTS = 5
+
+
+async def heartbeat_loop(
+    tracker: TrackerClient,
+    make_announce: Callable[[], NodeAnnounce],
+    *,
+    first_interval: float = 5.0,
+    announced: asyncio.Event | None = None,
+) -> None:
+    """Announce this node forever, at the interval the tracker asks for.
+
+    ``make_announce`` builds a fresh announce (current free space) each time. A failed
+    announce is logged and retried after a short, growing delay (never longer than the
+    interval). ``announced`` is set after the first success. Runs until cancelled.
+    """
+    interval = first_interval
+    failures = 0
+    while True:
+        try:
+            ack = await tracker.announce(make_announce())
+        except P2PShareError as exc:
+            failures += 1
+            delay = min(interval, 0.5 * 2 ** min(failures, 6))
+            log.warning(
+                "announce to %s failed (%s); retrying in %.1fs", tracker.base_url, exc.detail, delay
+            )
+            await asyncio.sleep(delay)
+            continue
+        if failures:
+            log.info("tracker %s reachable again", tracker.base_url)
+        failures = 0
+        interval = max(MIN_INTERVAL, ack.heartbeat_interval)
+        if announced is not None:
+            announced.set()
+        await asyncio.sleep(interval)
+
+
+class ServedReporter:
+    """Queues downloaders' acks and reports the bytes served to the tracker (step 7).
+
+    :meth:`record` is called from the ack handler and never blocks; :meth:`run` sends the
+    reports, each with a bounded number of attempts. The queue is bounded: when it is full the
+    oldest-waiting report is dropped with a warning (the download itself is unaffected).
+    """
+
+    def __init__(self, tracker: TrackerClient, node_id: str) -> None:
+        self._tracker = tracker
+        self._node_id = node_id
+        self._queue: asyncio.Queue[DownloadAck] = asyncio.Queue(MAX_REPORT_QUEUE)
+        self.reported = 0
+
+    def record(self, ack: DownloadAck) -> None:
+        """Queue ``ack`` for reporting."""
+        if self._queue.full():
+            dropped = self._queue.get_nowait()
+            log.warning("report queue full: dropped the report for %s", dropped.file_id)
+        self._queue.put_nowait(ack)
+
+    async def run(self) -> None:
+        """Send queued reports until cancelled."""
+        while True:
+            ack = await self._queue.get()
+            report = DownloadReport(
+                node_id=self._node_id, role="holder", bytes=ack.bytes, peer=ack.downloader
+            )
+            for attempt in range(REPORT_ATTEMPTS):
+                try:
+                    await self._tracker.downloads(ack.file_id, report)
+                except P2PShareError as exc:
+                    log.warning(
+                        "report of bytes served for %s failed (%s), attempt %d",
+                        ack.file_id,
+                        exc.detail,
+                        attempt + 1,
+                    )
+                    await asyncio.sleep(0.5 * 2**attempt)
+                else:
+                    self.reported += 1
+                    break

@@ -1,0 +1,111 @@
+"""The peer API, served to other nodes under ``/v1``:
+
+- ``POST /v1/reservations``: promise space for an upload (upload step 6);
+- ``PUT /v1/chunks/{chunk_id}?reservation=ID``: receive a chunk, verify, store, ack (step 8);
+- ``GET``/``HEAD /v1/chunks/{chunk_id}``: serve a chunk (sendfile);
+- ``POST /v1/acks``: a downloader's receipt (download step 6), reported on to the tracker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from p2pshare.core.errors import InvalidInput, NotFound, PayloadTooLarge
+from p2pshare.core.ids import validate_id
+from p2pshare.core.node_messages import (
+    AckReceipt,
+    ChunkReceipt,
+    DownloadAck,
+    ReservationGrant,
+    ReservationRequest,
+)
+from p2pshare.node.identity import NodeIdentity
+from p2pshare.node.problems import json_response, read_model
+from p2pshare.storage.filestore import FileChunkStore
+
+STORE = web.AppKey("store", FileChunkStore)
+IDENTITY = web.AppKey("identity", NodeIdentity)
+ON_ACK = web.AppKey("on_ack", Callable[[DownloadAck], None])
+"""Called with each valid downloader ack (the holder's report to the tracker goes from there)."""
+
+PIECE = 1 << 20
+
+
+async def reserve(request: web.Request) -> web.Response:
+    """Promise ``nbytes`` for ``upload_id`` until the ttl passes; 507 when space is short."""
+    body = await read_model(request, ReservationRequest)
+    store = request.app[STORE]
+    r = await store.reserve(f"{body.requester}:{body.upload_id}", body.nbytes, body.ttl)
+    grant = ReservationGrant(
+        reservation_id=r.reservation_id,
+        holder=request.app[IDENTITY].node_id,
+        nbytes=r.nbytes,
+        expires_at=datetime.fromtimestamp(r.expires_at, UTC),
+    )
+    return json_response(grant, status=201)
+
+
+async def release(request: web.Request) -> web.Response:
+    """End a reservation early (the upload finished or gave up); its unused bytes are free."""
+    reservation_id = request.match_info["reservation_id"]
+    if not 1 <= len(reservation_id) <= 64 or not reservation_id.isalnum():
+        raise InvalidInput("malformed reservation id")
+    await request.app[STORE].release(reservation_id)
+    return web.Response(status=204)
+
+
+async def put_chunk(request: web.Request) -> web.Response:
+    """Receive a chunk under a reservation; ack only once it is verified and durable."""
+    store = request.app[STORE]
+    chunk_id = validate_id(request.match_info["chunk_id"], "chunk id")
+    reservation = request.query.get("reservation")
+    if not reservation:
+        raise InvalidInput("a chunk push needs ?reservation=ID (ask POST /v1/reservations first)")
+    length = request.content_length
+    if length is None:
+        raise InvalidInput("a chunk push needs a Content-Length")
+    if length > store.max_chunk_size:
+        raise PayloadTooLarge(
+            f"chunk of {length} bytes is above the {store.max_chunk_size} this node accepts"
+        )
+    result = await store.put(
+        chunk_id, request.content.iter_chunked(PIECE), reservation_id=reservation
+    )
+    receipt = ChunkReceipt(
+        holder=request.app[IDENTITY].node_id,
+        chunk_id=chunk_id,
+        size=result.size,
+        created=result.created,
+    )
+    return json_response(receipt, status=201 if result.created else 200)
+
+
+async def get_chunk(request: web.Request) -> web.StreamResponse:
+    """Serve a chunk's bytes (``sendfile`` from the chunk file); 404 when absent."""
+    store = request.app[STORE]
+    chunk_id = validate_id(request.match_info["chunk_id"], "chunk id")
+    path = store.path(chunk_id)
+    if not await store.has(chunk_id):
+        raise NotFound(f"this node has no chunk {chunk_id}")
+    return web.FileResponse(
+        path, chunk_size=PIECE, headers={"Content-Type": "application/octet-stream"}
+    )
+
+
+async def ack(request: web.Request) -> web.Response:
+    """Take a downloader's receipt for the bytes it received from this node."""
+    body = await read_model(request, DownloadAck)
+    request.app[ON_ACK](body)
+    return json_response(AckReceipt(holder=request.app[IDENTITY].node_id, recorded=True))
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the peer API's routes on ``app``."""
+    app.router.add_post("/v1/reservations", reserve)
+    app.router.add_delete("/v1/reservations/{reservation_id}", release)
+    app.router.add_put("/v1/chunks/{chunk_id}", put_chunk)
+    app.router.add_get("/v1/chunks/{chunk_id}", get_chunk)
+    app.router.add_post("/v1/acks", ack)

@@ -1,0 +1,133 @@
+"""The tracker's API as typed calls: :class:`TrackerClient`. Bodies are the models of
+:mod:`p2pshare.core.messages`; errors are the project's (see :mod:`p2pshare.node.http`).
+"""
+
+from __future__ import annotations
+
+import aiohttp
+
+from p2pshare.core.ids import validate_id
+from p2pshare.core.messages import (
+    MAX_PAGE_SIZE,
+    AnnounceAck,
+    DownloadReport,
+    FileDetail,
+    FileRegistration,
+    FileSummary,
+    LeecherUpdate,
+    Message,
+    NodeAnnounce,
+    NodeInfo,
+    Page,
+    Receipt,
+    RegistrationAck,
+    ReplicaReport,
+    Stats,
+)
+from p2pshare.node.http import M, call
+
+
+class TrackerClient:
+    """Calls to one tracker at ``base_url`` over a shared session (which the caller owns)."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+        self._session = session
+        self.base_url = base_url.rstrip("/")
+        self._where = f"tracker {self.base_url}"
+
+    def _url(self, path: str) -> str:
+        return f"{self.base_url}/v1{path}"
+
+    async def announce(self, body: NodeAnnounce) -> AnnounceAck:
+        """Say this node is online; return the heartbeat interval to keep."""
+        return await self._post("/nodes/announce", body, AnnounceAck)
+
+    async def nodes(
+        self, *, online: bool = True, min_free: int = 0, offset: int = 0, limit: int = MAX_PAGE_SIZE
+    ) -> Page[NodeInfo]:
+        """Return one page of nodes, most free space first."""
+        params = {
+            "online": "true" if online else "false",
+            "min_free": min_free,
+            "offset": offset,
+            "limit": limit,
+        }
+        return await call(
+            self._session,
+            "GET",
+            self._url("/nodes"),
+            Page[NodeInfo],
+            params=params,
+            where=self._where,
+        )
+
+    async def all_nodes(self, *, online: bool = True, min_free: int = 0) -> list[NodeInfo]:
+        """Return every node matching, following pages (at most 100 pages)."""
+        out: list[NodeInfo] = []
+        for _ in range(100):
+            page = await self.nodes(online=online, min_free=min_free, offset=len(out))
+            out.extend(page.items)
+            if not page.items or len(out) >= page.total:
+                break
+        return out
+
+    async def register(self, body: FileRegistration) -> RegistrationAck:
+        """Register an uploaded file (upload step 9); return the tracker's ack (step 10)."""
+        return await self._post("/files", body, RegistrationAck)
+
+    async def files(
+        self, *, name: str | None = None, offset: int = 0, limit: int = 100
+    ) -> Page[FileSummary]:
+        """Return one page of files, optionally those whose name contains ``name``."""
+        params: dict[str, str | int] = {"offset": offset, "limit": limit}
+        if name:
+            params["name"] = name
+        return await call(
+            self._session,
+            "GET",
+            self._url("/files"),
+            Page[FileSummary],
+            params=params,
+            where=self._where,
+        )
+
+    async def file(self, file_id: str) -> FileDetail:
+        """Return a file's manifest and where its chunks are (download steps 1-3)."""
+        validate_id(file_id, "file id")
+        return await call(
+            self._session, "GET", self._url(f"/files/{file_id}"), FileDetail, where=self._where
+        )
+
+    async def leecher(self, file_id: str, body: LeecherUpdate) -> Receipt:
+        """Say this node starts or stops downloading ``file_id``."""
+        return await self._post(f"/files/{validate_id(file_id, 'file id')}/leechers", body, Receipt)
+
+    async def replicas(self, file_id: str, body: ReplicaReport) -> Receipt:
+        """Report chunks of ``file_id`` this node now holds or lost."""
+        return await self._post(f"/files/{validate_id(file_id, 'file id')}/replicas", body, Receipt)
+
+    async def downloads(self, file_id: str, body: DownloadReport) -> Receipt:
+        """Report a completed download (leecher) or bytes served (holder)."""
+        return await self._post(
+            f"/files/{validate_id(file_id, 'file id')}/downloads", body, Receipt
+        )
+
+    async def stats(self) -> Stats:
+        """Return the network at a glance."""
+        return await call(self._session, "GET", self._url("/stats"), Stats, where=self._where)
+
+    async def delete(self, file_id: str, owner: str) -> Receipt:
+        """Withdraw ``file_id`` (only its owner may)."""
+        return await call(
+            self._session,
+            "DELETE",
+            self._url(f"/files/{validate_id(file_id, 'file id')}"),
+            Receipt,
+            params={"owner": owner},
+            where=self._where,
+        )
+
+    async def _post(self, path: str, body: Message, model: type[M]) -> M:
+        return await call(
+            self._session, "POST", self._url(path), model, body=body, where=self._where
+        )

@@ -1,0 +1,364 @@
+"""Download, the seed's eight steps (design.md §2):
+
+ask the tracker for the manifest and the holders of each chunk, and check the manifest against
+the file id asked for (1-3); say this node is a leecher; fetch chunks from several holders at
+once, as :class:`~p2pshare.core.scheduler.DownloadScheduler` decides (rarest first,
+least-loaded holder, retry elsewhere after an error, timeout or bad hash), verify each and write
+it at its offset(s) in ``NAME.part``, keeping a copy in this node's store so it can serve it
+(4-5); check the whole file against the manifest and give it its name (never over an existing
+file unless forced); ack each holder that served it (6; the holders report to the tracker, 7);
+report completion and wait for the tracker's ack (8); report the chunks this node now holds.
+
+``NAME.part.jsonl`` beside the part file lists the chunks written; an interrupted download
+re-verifies those from the part file and fetches only the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from p2pshare.core.chunking import ChunkPlan
+from p2pshare.core.errors import (
+    IntegrityError,
+    InvalidInput,
+    InvalidManifest,
+    P2PShareError,
+    QuotaExceeded,
+    RemoteError,
+    Unavailable,
+)
+from p2pshare.core.ids import chunk_id as hash_chunk
+from p2pshare.core.messages import (
+    MAX_REPORT_CHUNKS,
+    BadReplica,
+    DownloadReport,
+    FileDetail,
+    LeecherUpdate,
+    ReplicaReport,
+)
+from p2pshare.core.node_messages import DownloadAck, DownloadRequest, TransferResult
+from p2pshare.core.scheduler import ChunkSource, DownloadScheduler, FailureKind
+from p2pshare.transfer.context import NodeContext
+from p2pshare.transfer.progress import Transfer
+from p2pshare.transfer.records import JsonLines
+
+log = logging.getLogger(__name__)
+
+REPORT_ATTEMPTS = 3
+HASH_PIECE = 4 << 20
+
+
+def part_paths(out: Path) -> tuple[Path, Path]:
+    """Return the part file and resume record used while downloading to ``out``."""
+    return out.with_name(out.name + ".part"), out.with_name(out.name + ".part.jsonl")
+
+
+async def check_output(out: Path, force: bool) -> None:
+    """Refuse an output path that exists (unless ``force``) or whose directory is unusable."""
+
+    def check() -> None:
+        if out.is_dir():
+            raise InvalidInput(f"{out}: is a directory; give a file path with -o")
+        if out.exists() and not force:
+            raise InvalidInput(f"{out}: already exists (use --force to overwrite)")
+        parent = out.parent
+        if not parent.is_dir():
+            raise InvalidInput(f"{parent}: no such directory")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise InvalidInput(f"{parent}: not writable")
+
+    await asyncio.to_thread(check)
+
+
+async def fetch_detail(ctx: NodeContext, file_id: str) -> FileDetail:
+    """Return the tracker's detail of ``file_id`` after checking it describes that file."""
+    detail = await ctx.tracker.file(file_id)
+    manifest = detail.manifest
+    if manifest.file_id != file_id:
+        raise RemoteError(f"the tracker answered with file {manifest.file_id} for {file_id}")
+    try:
+        manifest.verify()
+    except InvalidManifest as exc:
+        raise RemoteError(f"the tracker's manifest of {file_id} is corrupt: {exc.detail}") from None
+    return detail
+
+
+def _open_part(part: Path, size: int) -> int:
+    fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    os.ftruncate(fd, size)
+    return fd
+
+
+def _pwrite_all(fd: int, data: bytes | bytearray, offsets: list[int]) -> None:
+    view = memoryview(data)
+    for offset in offsets:
+        done = 0
+        while done < len(view):
+            done += os.pwrite(fd, view[done:], offset + done)
+
+
+def _verify_written(fd: int, offset: int, length: int, chunk_id: str) -> bool:
+    data = os.pread(fd, length, offset)
+    return len(data) == length and hash_chunk(data) == chunk_id
+
+
+def _sha256_of(fd: int, size: int) -> str:
+    digest = hashlib.sha256()
+    offset = 0
+    while offset < size:
+        piece = os.pread(fd, min(HASH_PIECE, size - offset), offset)
+        if not piece:
+            break
+        digest.update(piece)
+        offset += len(piece)
+    return digest.hexdigest()
+
+
+def _finish_file(fd: int, part: Path, out: Path, force: bool) -> None:
+    os.fsync(fd)
+    if force:
+        part.replace(out)
+    else:
+        os.link(part, out)  # fails if out appeared meanwhile: never overwrite
+        part.unlink()
+    dfd = os.open(out.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+async def download(ctx: NodeContext, req: DownloadRequest, t: Transfer) -> TransferResult:
+    """Run one download to the end; return its result. Raises our errors."""
+    started = time.monotonic()
+    me = ctx.identity.node_id
+    out = Path(req.path)
+    await check_output(out, req.force)
+    detail = await fetch_detail(ctx, req.file_id)
+    manifest = detail.manifest
+    t.file_id = manifest.file_id
+    plan = ChunkPlan.for_size(manifest.size, manifest.chunk_size)
+    part, record_path = part_paths(out)
+
+    # distinct chunks, the indices each fills, and their holders (online first, not this node)
+    indices: dict[str, list[int]] = defaultdict(list)
+    for i, cid in enumerate(manifest.chunk_ids):
+        indices[cid].append(i)
+    addresses: dict[str, str] = {}
+    holders: dict[str, list[str]] = {}
+    for ch in detail.chunks:
+        ordered = sorted(ch.holders, key=lambda h: not h.online)
+        holders[ch.chunk_id] = [h.node_id for h in ordered if h.node_id != me]
+        addresses.update({h.node_id: h.address for h in ordered})
+    sizes = {cid: plan.span(idx[0]).length for cid, idx in indices.items()}
+    sources = [
+        ChunkSource(cid, sizes[cid], tuple(idx), tuple(holders.get(cid, ())))
+        for cid, idx in indices.items()
+    ]
+    sched = DownloadScheduler(sources, per_holder=ctx.per_holder, total=ctx.total)
+
+    await ctx.tracker.leecher(manifest.file_id, LeecherUpdate(node_id=me, state="started"))
+    fd = await asyncio.to_thread(_open_part, part, manifest.size)
+    record, entries = await asyncio.to_thread(JsonLines.open, record_path)
+    kept: list[str] = []
+    served: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # holder -> [chunks, bytes]
+    try:
+        t.move("fetching", f"fetching {len(sources)} chunks")
+        t.set_total(manifest.size)
+        await _resume(ctx, t, sched, fd, entries, indices, sizes, plan, record, kept)
+        await _fetch_all(ctx, t, sched, fd, addresses, indices, sizes, plan, record, kept, served)
+
+        t.move("verifying", "checking the whole file")
+        sha = await asyncio.to_thread(_sha256_of, fd, manifest.size)
+        if sha != manifest.sha256:
+            await asyncio.to_thread(record.remove)
+            raise IntegrityError(  # noqa: TRY301 - the except below only cleans up
+                f"the assembled file hashes to {sha}, not {manifest.sha256}; "
+                "the part file was kept for inspection"
+            )
+        await asyncio.to_thread(_finish_file, fd, part, out, req.force)
+    except BaseException:
+        await asyncio.to_thread(os.close, fd)
+        await asyncio.to_thread(record.close)
+        await _leecher_stopped(ctx, manifest.file_id)
+        raise
+    await asyncio.to_thread(os.close, fd)
+    await asyncio.to_thread(record.remove)
+
+    await _after(ctx, manifest.file_id, manifest.size, served, addresses, kept, t)
+    return TransferResult(
+        file_id=manifest.file_id,
+        name=manifest.name,
+        size=manifest.size,
+        chunks=len(manifest.chunk_ids),
+        sha256=manifest.sha256,
+        path=str(out),
+        seconds=round(time.monotonic() - started, 3),
+    )
+
+
+async def _resume(
+    ctx: NodeContext,
+    t: Transfer,
+    sched: DownloadScheduler,
+    fd: int,
+    entries: list[dict[str, object]],
+    indices: dict[str, list[int]],
+    sizes: dict[str, int],
+    plan: ChunkPlan,
+    record: JsonLines,
+    kept: list[str],
+) -> None:
+    """Count chunks already in the part file (re-verified) or in this node's store."""
+    listed = {e.get("chunk") for e in entries}
+    for cid, idx in indices.items():
+        offsets = [plan.span(i).offset for i in idx]
+        if cid in listed and await asyncio.to_thread(
+            _verify_written, fd, offsets[0], sizes[cid], cid
+        ):
+            if len(offsets) > 1:
+                data = await asyncio.to_thread(os.pread, fd, sizes[cid], offsets[0])
+                await asyncio.to_thread(_pwrite_all, fd, data, offsets[1:])
+        elif await ctx.store.has(cid):
+            data = await ctx.store.read(cid)
+            await asyncio.to_thread(_pwrite_all, fd, data, offsets)
+            await asyncio.to_thread(record.append, [{"chunk": cid}])
+            kept.append(cid)
+        else:
+            continue
+        sched.mark_done(cid)
+        t.advance(sizes[cid] * len(idx))
+
+
+async def _fetch_all(
+    ctx: NodeContext,
+    t: Transfer,
+    sched: DownloadScheduler,
+    fd: int,
+    addresses: dict[str, str],
+    indices: dict[str, list[int]],
+    sizes: dict[str, int],
+    plan: ChunkPlan,
+    record: JsonLines,
+    kept: list[str],
+    served: dict[str, list[int]],
+) -> None:
+    """Run the scheduler's requests until every chunk is written, or some chunk is stuck."""
+    wake = asyncio.Event()
+
+    async def fetch(cid: str, holder: str) -> None:
+        kind: FailureKind | None = None
+        try:
+            data = await ctx.peers.get_chunk(addresses[holder], cid, sizes[cid])
+            if await asyncio.to_thread(hash_chunk, data) != cid:
+                kind = "bad-hash"
+                log.warning("holder %s sent bad bytes for chunk %s", holder, cid)
+            else:
+                offsets = [plan.span(i).offset for i in indices[cid]]
+                await asyncio.to_thread(_pwrite_all, fd, data, offsets)
+                await asyncio.to_thread(record.append, [{"chunk": cid}])
+                try:
+                    await ctx.store.put(cid, bytes(data))
+                    kept.append(cid)
+                except QuotaExceeded:
+                    log.info("store full: chunk %s not kept for serving", cid)
+        except P2PShareError as exc:
+            kind = "error"
+            log.warning("fetching chunk %s from %s failed: %s", cid[:12], holder, exc.detail)
+        if kind == "bad-hash":
+            await _report_bad(ctx, t.file_id, holder, cid)
+        if kind is None:
+            sched.done(cid, holder)
+            served[holder][0] += 1
+            served[holder][1] += sizes[cid]
+            t.advance(sizes[cid] * len(indices[cid]))
+        else:
+            sched.failed(cid, holder, kind)
+        wake.set()
+
+    async with asyncio.TaskGroup() as tg:
+        while not sched.finished:
+            for req in sched.next_requests():
+                tg.create_task(fetch(req.chunk_id, req.holder))
+            if sched.in_flight == 0:
+                stuck = sched.stuck
+                if stuck:
+                    raise Unavailable(
+                        f"{len(stuck)} chunk(s) have no reachable holder left "
+                        f"(first: {stuck[0][:12]}); try again later"
+                    )
+            wake.clear()
+            if not sched.finished:
+                await wake.wait()
+    if sched.bad_holders:
+        names = ", ".join(sorted(sched.bad_holders))
+        t.note(f"some holders sent corrupt chunks ({names}); fetched them elsewhere")
+
+
+async def _report_bad(ctx: NodeContext, file_id: str | None, holder: str, cid: str) -> None:
+    """Tell the tracker that ``holder`` sent bytes that do not match chunk ``cid``."""
+    if file_id is None:
+        return
+    report = ReplicaReport(
+        node_id=ctx.identity.node_id, bad=[BadReplica(node_id=holder, chunk_id=cid)]
+    )
+    try:
+        await ctx.tracker.replicas(file_id, report)
+    except P2PShareError as exc:
+        log.warning("could not report the bad copy of %s on %s: %s", cid[:12], holder, exc.detail)
+
+
+async def _leecher_stopped(ctx: NodeContext, file_id: str) -> None:
+    try:
+        await ctx.tracker.leecher(
+            file_id, LeecherUpdate(node_id=ctx.identity.node_id, state="stopped")
+        )
+    except P2PShareError as exc:
+        log.info("could not tell the tracker the download stopped: %s", exc.detail)
+
+
+async def _after(
+    ctx: NodeContext,
+    file_id: str,
+    size: int,
+    served: dict[str, list[int]],
+    addresses: dict[str, str],
+    kept: list[str],
+    t: Transfer,
+) -> None:
+    """Steps 6-8 and the replica report, after the file has its name."""
+    me = ctx.identity.node_id
+
+    async def ack(holder: str, chunks: int, nbytes: int) -> None:
+        body = DownloadAck(
+            downloader=me, file_id=file_id, chunks=min(chunks, MAX_REPORT_CHUNKS), bytes=nbytes
+        )
+        try:
+            await ctx.peers.ack(addresses[holder], body)
+        except P2PShareError as exc:
+            log.info("ack to %s failed: %s", holder, exc.detail)
+
+    await asyncio.gather(*(ack(h, c, b) for h, (c, b) in served.items()))
+    for start in range(0, len(kept), MAX_REPORT_CHUNKS):
+        batch = sorted(set(kept[start : start + MAX_REPORT_CHUNKS]))
+        try:
+            await ctx.tracker.replicas(file_id, ReplicaReport(node_id=me, held=batch))
+        except P2PShareError as exc:
+            log.warning("could not report held chunks: %s", exc.detail)
+    report = DownloadReport(node_id=me, role="leecher", bytes=size)
+    for attempt in range(REPORT_ATTEMPTS):
+        try:
+            await ctx.tracker.downloads(file_id, report)
+            break
+        except P2PShareError as exc:
+            if attempt == REPORT_ATTEMPTS - 1:
+                t.note(f"downloaded, but the tracker did not record it: {exc.detail}")
+            else:
+                await asyncio.sleep(0.5 * 2**attempt)
+    await _leecher_stopped(ctx, file_id)

@@ -1,0 +1,204 @@
+"""A node process, assembled: the chunk store, the peer API (on the node's address), the control
+API (on loopback only), the transfer manager, the heartbeat and the served-bytes reporter, all
+owned by one task group and stopped together.
+
+The node room provides the servers and clients, the transfer room the manager; they meet here,
+so neither imports the other's insides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from p2pshare.core.errors import InvalidInput
+from p2pshare.core.messages import NodeAnnounce
+from p2pshare.node import control_api, peer_api
+from p2pshare.node.heartbeat import ServedReporter, heartbeat_loop
+from p2pshare.node.http import new_session
+from p2pshare.node.identity import NodeIdentity, load_or_create_node_id
+from p2pshare.node.peer_client import PeerClient
+from p2pshare.node.problems import problems_middleware
+from p2pshare.node.tracker_client import TrackerClient
+from p2pshare.storage.filestore import FileChunkStore
+from p2pshare.transfer.context import NodeContext
+from p2pshare.transfer.manager import TransferManager
+
+log = logging.getLogger(__name__)
+
+RUNTIME_FILE = "node.json"
+EXPIRE_EVERY = 60.0
+JSON_BODY_LIMIT = 1 << 20
+
+
+@dataclass(frozen=True)
+class NodeOptions:
+    """How to run a node (from settings and flags, resolved by the CLI)."""
+
+    data_dir: Path
+    storage: int
+    tracker_url: str
+    host: str = "127.0.0.1"
+    port: int = 7071
+    control_port: int = 7072
+    name: str = "node"
+    public_address: str | None = None
+    """the URL other nodes use to reach this one (default: http://HOST:PORT)"""
+    chunk_size: int = 4 << 20
+
+
+@dataclass(frozen=True)
+class NodeReady:
+    """What a started node tells its caller."""
+
+    node_id: str
+    name: str
+    address: str
+    control_url: str
+    data_dir: Path
+
+
+def _bound_port(runner: web.AppRunner) -> int:
+    for addr in runner.addresses:
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            return int(addr[1])
+    raise RuntimeError("the server has no bound TCP address")
+
+
+def _write_runtime(path: Path, ready: NodeReady) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    doc = {
+        "node_id": ready.node_id,
+        "name": ready.name,
+        "address": ready.address,
+        "control_url": ready.control_url,
+        "pid": os.getpid(),
+    }
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def read_runtime(data_dir: Path) -> dict[str, object] | None:
+    """Return what a running node wrote about itself in ``data_dir`` (blocking), or None."""
+    try:
+        doc = json.loads((data_dir / RUNTIME_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+async def _expire_loop(store: FileChunkStore) -> None:
+    while True:
+        await asyncio.sleep(EXPIRE_EVERY)
+        await store.expire()
+
+
+async def run_node(
+    opts: NodeOptions,
+    *,
+    stop: asyncio.Event,
+    on_ready: Callable[[NodeReady], None] | None = None,
+) -> None:
+    """Run a node until ``stop`` is set (the caller wires SIGINT/SIGTERM to it); then stop
+    every task, close the servers and the store, and remove the runtime file.
+
+    Raises :class:`~p2pshare.core.errors.StoreLocked` when another node runs on the data dir,
+    and :class:`InvalidInput` when a port cannot be bound.
+    """
+    await asyncio.to_thread(opts.data_dir.mkdir, parents=True, exist_ok=True)
+    node_id = await asyncio.to_thread(load_or_create_node_id, opts.data_dir)
+    store = await FileChunkStore.open(opts.data_dir, quota=opts.storage, exclusive=True)
+    runners: list[web.AppRunner] = []
+    runtime_file = opts.data_dir / RUNTIME_FILE
+    try:
+        async with new_session() as session:
+            tracker = TrackerClient(session, opts.tracker_url)
+            reporter = ServedReporter(tracker, node_id)
+
+            peer_app = web.Application(
+                middlewares=[problems_middleware], client_max_size=JSON_BODY_LIMIT
+            )
+            peer_api.add_routes(peer_app)
+            peer_app[peer_api.STORE] = store
+            peer_app[peer_api.ON_ACK] = reporter.record
+            peer_runner = web.AppRunner(peer_app, access_log=None)
+            await peer_runner.setup()
+            runners.append(peer_runner)
+            await _start_site(peer_runner, opts.host, opts.port)
+            port = _bound_port(peer_runner)
+            address = opts.public_address or f"http://{opts.host}:{port}"
+            identity = NodeIdentity(node_id, opts.name, address.rstrip("/"))
+            peer_app[peer_api.IDENTITY] = identity
+
+            ctx = NodeContext(
+                store=store,
+                identity=identity,
+                tracker=tracker,
+                peers=PeerClient(session),
+                data_dir=opts.data_dir,
+                chunk_size=opts.chunk_size,
+            )
+            manager = TransferManager(ctx)
+            control_app = web.Application(
+                middlewares=[problems_middleware], client_max_size=JSON_BODY_LIMIT
+            )
+            control_api.add_routes(control_app)
+            control_app[control_api.SERVICE] = manager
+            control_runner = web.AppRunner(control_app, access_log=None)
+            await control_runner.setup()
+            runners.append(control_runner)
+            await _start_site(control_runner, "127.0.0.1", opts.control_port)
+            control_url = f"http://127.0.0.1:{_bound_port(control_runner)}"
+
+            def announce() -> NodeAnnounce:
+                return NodeAnnounce(
+                    node_id=node_id,
+                    name=opts.name,
+                    address=identity.address,
+                    offered_bytes=store.quota,
+                    used_bytes=store.used_bytes,
+                    free_bytes=store.free_bytes,
+                )
+
+            ready = NodeReady(node_id, opts.name, identity.address, control_url, opts.data_dir)
+            await asyncio.to_thread(_write_runtime, runtime_file, ready)
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(heartbeat_loop(tracker, announce)),
+                    tg.create_task(reporter.run()),
+                    tg.create_task(manager.run()),
+                    tg.create_task(_expire_loop(store)),
+                ]
+                log.info(
+                    "node %s (%s) serving on %s, control on %s",
+                    opts.name,
+                    node_id,
+                    identity.address,
+                    control_url,
+                )
+                if on_ready is not None:
+                    on_ready(ready)
+                await stop.wait()
+                log.info("node %s stopping", opts.name)
+                for task in tasks:
+                    task.cancel()
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
+        await asyncio.to_thread(runtime_file.unlink, missing_ok=True)
+        await store.close()
+
+
+async def _start_site(runner: web.AppRunner, host: str, port: int) -> None:
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror}") from None

@@ -1,0 +1,265 @@
+"""A tracker and nodes as real ``p2pshare`` processes on loopback, for tests and benchmarks.
+
+Every process is started the way a user starts it (``python -m p2pshare --json tracker|node``
+with port 0) and tells its addresses on its first stdout line; its log goes to a file in the
+cluster's directory. :meth:`Cluster.close` stops every process (SIGTERM, then SIGKILL after a
+bound), so a failing test leaves nothing running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+CLI_TIMEOUT = 120.0
+HEARTBEAT = 1.0
+"""Seconds between announces in tests: a node is offline 3 s after it stops."""
+
+
+def _clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("P2PSHARE_")}
+    env["P2PSHARE_LOG_LEVEL"] = "INFO"
+    return env
+
+
+@dataclass
+class Proc:
+    """One started process and what it said when ready."""
+
+    label: str
+    args: list[str]
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    ready: dict[str, Any]
+
+    @property
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@dataclass
+class Node:
+    """A node process: its name, data dir, addresses and id."""
+
+    name: str
+    data_dir: Path
+    proc: Proc
+    storage: str
+
+    @property
+    def node_id(self) -> str:
+        return str(self.proc.ready["node_id"])
+
+    @property
+    def address(self) -> str:
+        return str(self.proc.ready["address"])
+
+    @property
+    def control_url(self) -> str:
+        return str(self.proc.ready["control_url"])
+
+    def chunk_path(self, chunk_id: str) -> Path:
+        return self.data_dir / "chunks" / chunk_id[:2] / chunk_id
+
+
+@dataclass
+class Cluster:
+    """A tracker and named nodes under one directory."""
+
+    root: Path
+    tracker: Proc | None = None
+    nodes: dict[str, Node] = field(default_factory=dict)
+    _procs: list[Proc] = field(default_factory=list)
+
+    # -- processes ------------------------------------------------------------------------
+
+    def _start(self, label: str, *args: str, timeout: float = START_TIMEOUT) -> Proc:
+        log_path = self.root / f"{label}.log"
+        cmd = [sys.executable, "-m", "p2pshare", "--json", *args]
+        with log_path.open("ab") as log:
+            popen = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=_clean_env()
+            )
+        assert popen.stdout is not None
+        line = _read_line(popen.stdout, timeout)
+        if not line:
+            popen.kill()
+            popen.wait()
+            raise RuntimeError(f"{label} did not start: {log_path.read_text(errors='replace')}")
+        proc = Proc(label, list(args), popen, log_path, json.loads(line))
+        self._procs.append(proc)
+        return proc
+
+    def start_tracker(self, *extra: str) -> str:
+        """Start the tracker; return its URL."""
+        self.tracker = self._start(
+            "tracker",
+            "tracker",
+            "--port",
+            "0",
+            "--data",
+            str(self.root / "tracker"),
+            "--heartbeat-interval",
+            str(HEARTBEAT),
+            *extra,
+        )
+        return self.tracker_url
+
+    @property
+    def tracker_url(self) -> str:
+        assert self.tracker is not None
+        return str(self.tracker.ready["listening"])
+
+    def start_node(self, name: str, storage: str = "1GiB", *extra: str) -> Node:
+        """Start (or restart, on the same data dir) node ``name``."""
+        data = self.root / name
+        proc = self._start(
+            name,
+            "node",
+            "--name",
+            name,
+            "--port",
+            "0",
+            "--control-port",
+            "0",
+            "--data",
+            str(data),
+            "--tracker",
+            self.tracker_url,
+            "--storage",
+            storage,
+            *extra,
+        )
+        node = Node(name, data, proc, storage)
+        self.nodes[name] = node
+        return node
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to node ``name`` (or "tracker") and wait for it to exit."""
+        proc = self.tracker if name == "tracker" else self.nodes[name].proc
+        assert proc is not None
+        proc.popen.send_signal(sig)
+        proc.popen.wait(timeout=STOP_TIMEOUT)
+
+    def close(self) -> None:
+        """Stop every process this cluster started."""
+        for proc in reversed(self._procs):
+            if proc.alive:
+                proc.popen.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for proc in self._procs:
+            try:
+                proc.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.popen.kill()
+                proc.popen.wait()
+            if proc.popen.stdout is not None:
+                proc.popen.stdout.close()
+
+    # -- the tracker's view -----------------------------------------------------------------
+
+    def get(self, path: str, **params: Any) -> Any:
+        """GET ``path`` from the tracker; return the decoded JSON (any status)."""
+        r = httpx.get(f"{self.tracker_url}{path}", params=params, timeout=10)
+        return r.json()
+
+    def wait_online(self, count: int, timeout: float = 20.0) -> None:
+        """Wait until the tracker lists ``count`` online nodes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.get("/v1/nodes", online="true")["items"]) == count:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"the tracker never listed {count} online nodes")
+
+    def wait_offline(self, node: Node, timeout: float = 20.0) -> None:
+        """Wait until the tracker no longer lists ``node`` as online."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            online = {n["node_id"] for n in self.get("/v1/nodes", online="true")["items"]}
+            if node.node_id not in online:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"the tracker still lists {node.name} as online")
+
+    def status(self, node: Node) -> dict[str, Any]:
+        """Return the node's own status (control API)."""
+        r = httpx.get(f"{node.control_url}/v1/control/status", timeout=10)
+        r.raise_for_status()
+        return r.json()  # type: ignore[no-any-return]
+
+    # -- the CLI --------------------------------------------------------------------------
+
+    def cli(
+        self, node: Node | None, *args: str, timeout: float = CLI_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``p2pshare --json ARGS --node URL`` against ``node`` and return its outcome."""
+        cmd = [sys.executable, "-m", "p2pshare", "--json", *args]
+        if node is not None:
+            cmd += ["--node", node.control_url]
+        return subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, env=_clean_env(), check=False
+        )
+
+    def cli_json(self, node: Node, *args: str) -> Any:
+        """Run the CLI, require exit code 0, and return its JSON document."""
+        proc = self.cli(node, *args)
+        assert proc.returncode == 0, f"{args}: exit {proc.returncode}: {proc.stderr}"
+        return json.loads(proc.stdout)
+
+    def upload(self, node: Node, path: Path, *extra: str) -> dict[str, Any]:
+        return self.cli_json(node, "upload", str(path), "--auto", *extra)  # type: ignore[no-any-return]
+
+    def download(self, node: Node, file_id: str, out: Path, *extra: str) -> dict[str, Any]:
+        return self.cli_json(node, "download", file_id, "-o", str(out), *extra)  # type: ignore[no-any-return]
+
+
+def _read_line(stream: IO[bytes], timeout: float) -> bytes:
+    """Return the first line of ``stream`` (b"" at EOF or after ``timeout`` seconds)."""
+    fd = stream.fileno()
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return b""
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            return b""
+        piece = os.read(fd, 4096)
+        if not piece:
+            return b""
+        buf += piece
+    return buf.split(b"\n", 1)[0]
+
+
+@contextmanager
+def cluster(root: Path, nodes: int = 4, storage: str = "1GiB") -> Iterator[Cluster]:
+    """Yield a running tracker and ``nodes`` nodes (n1, n2, ...) that have all announced."""
+    root.mkdir(parents=True, exist_ok=True)
+    c = Cluster(root)
+    try:
+        c.start_tracker()
+        for i in range(1, nodes + 1):
+            c.start_node(f"n{i}", storage)
+        c.wait_online(nodes)
+        yield c
+    finally:
+        c.close()
