@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Let the processes tests start see ctrl-C as a user's would.
+
+    A shell starts background jobs with SIGINT ignored, and an ignored signal stays ignored
+    in every child; tests that send SIGINT to our processes (expecting exit code 130) would
+    then see them carry on. A handler in this process is reset to the default in children.
+    """
+    del config
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

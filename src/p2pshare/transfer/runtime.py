@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 RUNTIME_FILE = "node.json"
 EXPIRE_EVERY = 60.0
 JSON_BODY_LIMIT = 1 << 20
+WILDCARDS = frozenset({"0.0.0.0", "::", ""})
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,11 @@ async def run_node(
     Raises :class:`~p2pshare.core.errors.StoreLocked` when another node runs on the data dir,
     and :class:`InvalidInput` when a port cannot be bound.
     """
+    if opts.host in WILDCARDS and not opts.public_address:
+        raise InvalidInput(
+            f"--host {opts.host} listens everywhere but says nothing of how others reach this "
+            "node: give --public-address URL (e.g. http://192.168.1.11:7071)"
+        )
     await asyncio.to_thread(opts.data_dir.mkdir, parents=True, exist_ok=True)
     node_id = await asyncio.to_thread(load_or_create_node_id, opts.data_dir)
     store = await FileChunkStore.open(opts.data_dir, quota=opts.storage, exclusive=True)

@@ -37,7 +37,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int, nee
 def test_help_lists_commands() -> None:
     proc = run("--help")
     assert proc.returncode == 0
-    for word in ("config", "manifest", "--env", "--config", "--json"):
+    for word in ("config", "manifest", "tracker", "node", "upload", "download", "demo", "--json"):
         assert word in proc.stdout
 
 
@@ -107,3 +107,14 @@ def test_bad_input_is_one_line_and_non_zero(
 def test_bad_environment_variable(tmp_path: Path) -> None:
     proc = run("config", env={"P2PSHARE_STORAGE": "-5"})
     assert_one_line_error(proc, 1, "P2PSHARE_STORAGE")
+
+
+def test_a_node_listening_everywhere_needs_a_public_address(tmp_path: Path) -> None:
+    proc = run("node", "--host", "0.0.0.0", "--data", str(tmp_path / "n"))
+    assert_one_line_error(proc, 1, "--public-address")
+    assert not (tmp_path / "n").exists()
+
+
+def test_the_cli_says_how_to_start_a_node_when_none_answers(tmp_path: Path) -> None:
+    proc = run("peers", "--node", "http://127.0.0.1:9")
+    assert_one_line_error(proc, 1, "start one with 'p2pshare node'")
