@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 RUNTIME_FILE = "node.json"
 EXPIRE_EVERY = 60.0
 JSON_BODY_LIMIT = 1 << 20
-WILDCARDS = frozenset({"0.0.0.0", "::", ""})
+WILDCARDS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - detected, not bound
 
 
 @dataclass(frozen=True)
