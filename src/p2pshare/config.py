@@ -90,6 +90,7 @@ def profile_defaults(profile: str) -> dict[str, Any]:
             "data_dir": data_root / "development",
             "log_level": "DEBUG",
             "log_format": "text",
+            "repair_grace": 120.0,
         }
     if profile == "production":
         return {
@@ -97,6 +98,7 @@ def profile_defaults(profile: str) -> dict[str, Any]:
             "data_dir": data_root / "production",
             "log_level": "INFO",
             "log_format": "json",
+            "repair_grace": 3600.0,
         }
     raise ConfigError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILE_NAMES)}")
 
@@ -136,6 +138,13 @@ class Settings(BaseSettings):
     )
     max_body_size: Size = Field(
         96 * 1024**2, ge=1024, description="largest request body the tracker accepts (96MiB)"
+    )
+    repair_grace: float = Field(
+        120.0,
+        ge=0,
+        le=30 * 86400,
+        description="seconds a holder may be offline before its chunks are copied elsewhere "
+        "(development 120, production 3600)",
     )
     node_host: str = Field(
         "127.0.0.1", min_length=1, description="address the node's peer API binds"

@@ -54,6 +54,16 @@ def tracker_cmd(
             show_default=False,
         ),
     ] = None,
+    repair_grace: Annotated[
+        float | None,
+        typer.Option(
+            "--repair-grace",
+            metavar="S",
+            help="Seconds a holder may be offline before its chunks are copied to other "
+            "nodes [default: 120 in development, 3600 in production].",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the tracker: the catalogue of nodes, files and chunk locations.
 
@@ -74,6 +84,7 @@ def tracker_cmd(
             "data_dir": data,
             "db_url": db,
             "heartbeat_interval": heartbeat_interval,
+            "repair_grace": repair_grace,
         },
     )
     setup_logging(settings)

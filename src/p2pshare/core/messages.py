@@ -87,6 +87,24 @@ class NodeAnnounce(Message):
     )
 
 
+MAX_REPAIRS_PER_ANNOUNCE = 16
+"""Most repair tasks one announce answer hands a node."""
+
+
+class RepairTask(Message):
+    """Copy a chunk this node holds to ``target`` (under a reservation there), then report.
+
+    The tracker hands these out with announce answers when a chunk has fewer live replicas
+    than its file's target (design.md §5, repair).
+    """
+
+    task_id: str = Field(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")
+    chunk_id: HexId
+    size: ByteCount
+    target_id: NodeId
+    target_address: Address
+
+
 class AnnounceAck(Message):
     """The tracker's answer to an announce."""
 
@@ -94,6 +112,20 @@ class AnnounceAck(Message):
     offline_after: float = Field(
         gt=0, description="seconds of silence after which a node is offline"
     )
+    repairs: list[RepairTask] = Field(
+        default_factory=list,
+        max_length=MAX_REPAIRS_PER_ANNOUNCE,
+        description="chunks this node should copy to other nodes",
+    )
+
+
+class RepairReport(Message):
+    """A node reports how a repair task it was given ended."""
+
+    node_id: NodeId = Field(description="the node that was given the task (the source)")
+    task_id: str = Field(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")
+    ok: bool = Field(description="true: the target acked the chunk")
+    detail: str = Field(default="", max_length=500, description="why it failed, when it did")
 
 
 class NodeInfo(Message):

@@ -21,6 +21,7 @@ from p2pshare.core.messages import (
     Page,
     Receipt,
     RegistrationAck,
+    RepairReport,
     ReplicaReport,
     Stats,
 )
@@ -111,6 +112,10 @@ class TrackerClient:
         return await self._post(
             f"/files/{validate_id(file_id, 'file id')}/downloads", body, Receipt
         )
+
+    async def repair(self, body: RepairReport) -> Receipt:
+        """Report how a repair task ended."""
+        return await self._post("/repairs", body, Receipt)
 
     async def stats(self) -> Stats:
         """Return the network at a glance."""

@@ -24,6 +24,7 @@ from p2pshare.tracker.db import Database, async_url, sqlite_path
 from p2pshare.tracker.limits import BodySizeLimit
 from p2pshare.tracker.liveness import Liveness, flush_once, run_flusher
 from p2pshare.tracker.migrate import upgrade
+from p2pshare.tracker.repair import RepairDesk
 from p2pshare.tracker.repository import Repository
 from p2pshare.tracker.routes import router
 from p2pshare.tracker.settings import TrackerSettings
@@ -32,6 +33,8 @@ from p2pshare.tracker.state import TrackerState
 log = logging.getLogger(__name__)
 
 CACHE_TTL_SHARED = 1.0
+REPAIR_TASK_TTL = 120.0
+"""Seconds a node has to report a repair task once it was handed over."""
 """Seconds a cached file detail lives when other tracker processes may write the database."""
 
 
@@ -62,12 +65,20 @@ def create_app(settings: TrackerSettings, *, clock: Clock | None = None) -> Fast
                 heartbeat_interval=settings.heartbeat_interval,
                 offline_after=liveness.offline_after,
             )
+            repairs = RepairDesk(
+                repo,
+                liveness,
+                the_clock,
+                grace=settings.repair_grace,
+                task_ttl=REPAIR_TASK_TTL,
+            )
             app.state.tracker = TrackerState(
                 settings=settings,
                 clock=the_clock,
                 db=db,
                 liveness=liveness,
                 repo=repo,
+                repairs=repairs,
                 announce_ack=ack.model_dump_json().encode(),
             )
             log.info(
@@ -79,12 +90,20 @@ def create_app(settings: TrackerSettings, *, clock: Clock | None = None) -> Fast
                 flusher = tg.create_task(
                     run_flusher(liveness, repo, settings.flush_period), name="liveness-flusher"
                 )
+                repairer = tg.create_task(repairs.run(settings.repair_period), name="repair-desk")
                 try:
                     yield
                 finally:
                     flusher.cancel()
+                    repairer.cancel()
             await flush_once(liveness, repo)
             log.info("file detail cache: %d hits, %d misses", cache.hits, cache.misses)
+            log.info(
+                "repairs: %d assigned, %d done, %d failed or expired",
+                repairs.assigned,
+                repairs.repaired,
+                repairs.failed,
+            )
         finally:
             await db.close()
 

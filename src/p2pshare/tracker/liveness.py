@@ -119,6 +119,10 @@ class Liveness:
         state = self._nodes.get(node_id)
         return state is not None and self._fresh(state, self._clock.monotonic())
 
+    def states(self) -> Iterator[NodeState]:
+        """Yield the last state of every node heard from since start, online or not."""
+        return iter(self._nodes.values())
+
     def online(self) -> Iterator[NodeState]:
         """Yield the state of every online node (in no particular order)."""
         now = self._clock.monotonic()

@@ -638,6 +638,90 @@ class Repository:
         log.info("file %s withdrawn by %s", file_id, node_id)
         return Receipt(recorded="file-deleted", at=at)
 
+    # --- repair ---------------------------------------------------------------------------
+
+    async def chunks_held_by(self, node_id: str) -> list[str]:
+        """Return the chunk ids ``node_id`` holds (a replica row, good or bad)."""
+        async with self.db.read() as s:
+            return list(
+                (await s.scalars(select(Replica.chunk_id).where(Replica.node_id == node_id))).all()
+            )
+
+    async def chunk_ids_after(self, after: str, limit: int) -> list[str]:
+        """Return up to ``limit`` distinct chunk ids of available files, in order, > ``after``."""
+        async with self.db.read() as s:
+            rows = await s.scalars(
+                select(Chunk.chunk_id)
+                .join(File, File.file_id == Chunk.file_id)
+                .where(File.state == AVAILABLE, Chunk.chunk_id > after)
+                .group_by(Chunk.chunk_id)
+                .order_by(Chunk.chunk_id)
+                .limit(limit)
+            )
+            return list(rows.all())
+
+    async def chunk_replicas(
+        self, chunk_ids: Collection[str]
+    ) -> dict[str, tuple[int, int, list[tuple[str, bool]]]]:
+        """Return, per chunk id of an available file: (size, replica target, [(holder, good)]).
+
+        The target is the highest of the files containing the chunk. Chunks of no available
+        file are left out.
+        """
+        out: dict[str, tuple[int, int, list[tuple[str, bool]]]] = {}
+        async with self.db.read() as s:
+            for ids in _batches(sorted(chunk_ids)):
+                rows = await s.execute(
+                    select(
+                        Chunk.chunk_id,
+                        Chunk.index,
+                        File.size,
+                        File.chunk_size,
+                        File.replica_target,
+                    )
+                    .join(File, File.file_id == Chunk.file_id)
+                    .where(File.state == AVAILABLE, Chunk.chunk_id.in_(ids))
+                )
+                for cid, index, size, chunk_size, target in rows:
+                    length = min(chunk_size, size - index * chunk_size)
+                    old = out.get(cid)
+                    out[cid] = (length, max(target, old[1] if old else 0), [])
+                reps = await s.execute(
+                    select(Replica.chunk_id, Replica.node_id, Replica.verified_ok).where(
+                        Replica.chunk_id.in_(ids)
+                    )
+                )
+                for cid, node_id, good in reps:
+                    if cid in out:
+                        out[cid][2].append((node_id, bool(good)))
+        return out
+
+    async def record_repair(self, chunk_id: str, source: str, target: str, task_id: str) -> Receipt:
+        """Record that ``target`` now holds ``chunk_id``, copied from ``source``; the receipt."""
+        now = self.clock.now()
+        async with self.db.write() as s:
+            await self._require_nodes(s, [source, target], "node")
+            await self._hold(s, {(chunk_id, target)}, now)
+            files = set(
+                (
+                    await s.scalars(
+                        select(Chunk.file_id).where(Chunk.chunk_id == chunk_id).distinct()
+                    )
+                ).all()
+            )
+            s.add(
+                Event(
+                    at=now,
+                    kind="chunk-repaired",
+                    file_id=min(files) if files else None,
+                    node_id=source,
+                    peer_id=target,
+                    detail=f"chunk {chunk_id} copied to {target} (task {task_id})",
+                )
+            )
+        self.cache.invalidate(files)
+        return Receipt(recorded="chunk-repaired", at=now)
+
     # --- the network at a glance ----------------------------------------------------------
 
     async def stats(self) -> Stats:

@@ -34,6 +34,7 @@ from p2pshare.core.messages import (
     Problem,
     Receipt,
     RegistrationAck,
+    RepairReport,
     ReplicaReport,
     Stats,
 )
@@ -98,7 +99,24 @@ async def announce(body: NodeAnnounce, t: State) -> Response:
         await t.repo.save_node(body)
         t.liveness.row_written(body)
     t.liveness.record(body)
-    return Response(t.announce_ack, media_type="application/json")
+    tasks = t.repairs.take(body.node_id)
+    if not tasks:
+        return Response(t.announce_ack, media_type="application/json")
+    ack = AnnounceAck(
+        heartbeat_interval=t.settings.heartbeat_interval,
+        offline_after=t.liveness.offline_after,
+        repairs=tasks,
+    )
+    return answer(ack)
+
+
+@router.post("/repairs", response_model=Receipt, tags=["nodes"])
+async def report_repair(body: RepairReport, t: State) -> Response:
+    """A node reports how a repair task it got with an announce answer ended.
+
+    ``ok`` records the target as a holder of the chunk (the target acked it to the source).
+    """
+    return answer(await t.repairs.report(body))
 
 
 @router.get("/nodes", response_model=Page[NodeInfo], tags=["nodes"])
@@ -167,8 +185,13 @@ async def update_leecher(file_id: FileId, body: LeecherUpdate, t: State) -> Resp
 
 @router.post("/files/{file_id}/replicas", response_model=Receipt, tags=["files"])
 async def report_replicas(file_id: FileId, body: ReplicaReport, t: State) -> Response:
-    """A node reports chunks of the file it now holds, or lost."""
-    return answer(await t.repo.report_replicas(file_id, body))
+    """A node reports chunks of the file it now holds or lost, and other holders' bad copies.
+
+    Lost and bad chunks are looked at by the repair desk in its next round.
+    """
+    receipt = await t.repo.report_replicas(file_id, body)
+    t.repairs.mark({*body.lost, *(b.chunk_id for b in body.bad)})
+    return answer(receipt)
 
 
 @router.post("/files/{file_id}/downloads", response_model=Receipt, tags=["files"])

@@ -11,6 +11,8 @@ DB_FILE_NAME = "tracker.db"
 OFFLINE_AFTER_INTERVALS = 3
 """A node not heard from for this many heartbeat intervals is offline."""
 MAX_FLUSH_PERIOD = 1.0
+MAX_REPAIR_PERIOD = 5.0
+"""Longest time between two rounds of repair planning."""
 """Longest time an announce waits in memory before it is written behind."""
 
 
@@ -25,6 +27,7 @@ class TrackerSettings:
     heartbeat_interval: float = 30.0
     max_body_size: int = 96 * 1024**2
     log_level: str = "INFO"
+    repair_grace: float = 120.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TrackerSettings:
@@ -37,6 +40,7 @@ class TrackerSettings:
             heartbeat_interval=settings.heartbeat_interval,
             max_body_size=settings.max_body_size,
             log_level=settings.log_level,
+            repair_grace=settings.repair_grace,
         )
 
     @property
@@ -55,3 +59,8 @@ class TrackerSettings:
     def flush_period(self) -> float:
         """Return how often announces held in memory are written to the database."""
         return min(MAX_FLUSH_PERIOD, self.heartbeat_interval / 3)
+
+    @property
+    def repair_period(self) -> float:
+        """Return how often the repair desk looks for under-replicated chunks."""
+        return min(MAX_REPAIR_PERIOD, self.heartbeat_interval)

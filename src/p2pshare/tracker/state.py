@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from p2pshare.tracker.clock import Clock
 from p2pshare.tracker.db import Database
 from p2pshare.tracker.liveness import Liveness
+from p2pshare.tracker.repair import RepairDesk
 from p2pshare.tracker.repository import Repository
 from p2pshare.tracker.settings import TrackerSettings
 
@@ -20,5 +21,6 @@ class TrackerState:
     db: Database
     liveness: Liveness
     repo: Repository
+    repairs: RepairDesk
     announce_ack: bytes
     """the answer to every announce, serialized once"""

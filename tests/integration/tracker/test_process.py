@@ -80,6 +80,7 @@ def test_nodes_go_offline_after_three_intervals(tmp_path: Path) -> None:
             assert ack == {
                 "heartbeat_interval": interval,
                 "offline_after": pytest.approx(3 * interval),
+                "repairs": [],
             }
             announce(client, "busy")
             sent = time.monotonic()

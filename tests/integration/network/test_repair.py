@@ -1,0 +1,90 @@
+"""Repair between real processes on loopback: killed holders are replaced by copies."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.network.cluster import Cluster
+from tests.integration.network.test_roundtrip import make_file, sha256
+
+pytestmark = pytest.mark.timeout(300)
+
+GRACE = 2
+REPAIR_DEADLINE = 45.0
+"""Seconds after a kill by which every chunk must be back at its target: 3 heartbeats to be
+offline + the grace + a repair round + one announce of the source + the copy, with room."""
+
+
+def chunks_at_target(c: Cluster, file_id: str, dead: set[str]) -> tuple[bool, Any]:
+    d = c.get(f"/v1/files/{file_id}")
+    ok = all(
+        sum(1 for h in ch["holders"] if h["online"] and h["node_id"] not in dead)
+        >= d["replica_target"]
+        for ch in d["chunks"]
+    )
+    return ok, d
+
+
+def wait_repaired(c: Cluster, file_id: str, dead: set[str]) -> dict[str, Any]:
+    deadline = time.monotonic() + REPAIR_DEADLINE
+    while True:
+        ok, d = chunks_at_target(c, file_id, dead)
+        if ok:
+            return d  # type: ignore[no-any-return]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not repaired within {REPAIR_DEADLINE}s: {d['chunks']}")
+        time.sleep(0.5)
+
+
+def test_killed_holders_are_replaced_and_the_file_still_downloads(tmp_path: Path) -> None:
+    c = Cluster(tmp_path)
+    try:
+        c.start_tracker("--repair-grace", str(GRACE))
+        for i in range(1, 6):
+            c.start_node(f"n{i}", "64MiB")
+        c.wait_online(5)
+        src = tmp_path / "precious.bin"
+        digest = make_file(src, 12 * 64 * 1024 + 99)
+        up = c.upload(c.nodes["n1"], src, "--replicas", "1", "--chunk-size", "64KiB")
+        file_id = up["file_id"]
+        ok, d = chunks_at_target(c, file_id, set())
+        assert ok and d["replica_target"] == 2
+
+        # kill the holder of the most chunks (not the owner)
+        by_id = {n.node_id: n for n in c.nodes.values()}
+        counts: dict[str, int] = {}
+        for ch in d["chunks"]:
+            for h in ch["holders"]:
+                counts[h["node_id"]] = counts.get(h["node_id"], 0) + 1
+        victim = max((n for n in counts if n != c.nodes["n1"].node_id), key=counts.__getitem__)
+        dead = {victim}
+        c.kill(by_id[victim].name)
+        started = time.monotonic()
+        d = wait_repaired(c, file_id, dead)
+        took = time.monotonic() - started
+        for ch in d["chunks"]:
+            live = [h["node_id"] for h in ch["holders"] if h["online"]]
+            assert len(live) == len(set(live))
+        # the new copies are real files on the new holders' disks
+        for ch in d["chunks"]:
+            for h in ch["holders"]:
+                if h["node_id"] not in dead:
+                    assert by_id[h["node_id"]].chunk_path(ch["chunk_id"]).is_file()
+
+        # a second holder (the owner itself) dies after the repair: repaired again
+        c.kill("n1")
+        dead.add(c.nodes["n1"].node_id)
+        wait_repaired(c, file_id, dead)
+
+        # a node that joins now downloads the file intact
+        fresh = c.start_node("n6", "64MiB")
+        out = tmp_path / "copy.bin"
+        down = c.download(fresh, file_id, out)
+        assert down["sha256"] == digest == sha256(out)
+        assert took < REPAIR_DEADLINE
+    finally:
+        c.close()
