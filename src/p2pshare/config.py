@@ -91,6 +91,7 @@ def profile_defaults(profile: str) -> dict[str, Any]:
             "log_level": "DEBUG",
             "log_format": "text",
             "repair_grace": 120.0,
+            "audit_interval": 60.0,
         }
     if profile == "production":
         return {
@@ -99,6 +100,7 @@ def profile_defaults(profile: str) -> dict[str, Any]:
             "log_level": "INFO",
             "log_format": "json",
             "repair_grace": 3600.0,
+            "audit_interval": 600.0,
         }
     raise ConfigError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILE_NAMES)}")
 
@@ -145,6 +147,13 @@ class Settings(BaseSettings):
         le=30 * 86400,
         description="seconds a holder may be offline before its chunks are copied elsewhere "
         "(development 120, production 3600)",
+    )
+    audit_interval: float = Field(
+        60.0,
+        gt=0,
+        le=86400,
+        description="seconds between the tracker's rounds of audits (development 60, "
+        "production 600)",
     )
     node_host: str = Field(
         "127.0.0.1", min_length=1, description="address the node's peer API binds"

@@ -103,6 +103,7 @@ def info_cmd(
         "seeders": [s.name for s in d.seeders],
         "leechers": [s.name for s in d.leechers],
         "downloads": d.downloads,
+        "last_audit": d.last_audit.isoformat() if d.last_audit else None,
     }
     if c.json:
         print_json(doc)
@@ -123,5 +124,6 @@ def info_cmd(
         "downloads",
     ):
         console.print(f"{key:16} {doc[key]}")
+    console.print(f"{'last_audit':16} {doc['last_audit'] or 'never'}")
     console.print(f"{'seeders':16} {', '.join(doc['seeders']) or '-'}")  # type: ignore[arg-type]
     console.print(f"{'leechers':16} {', '.join(doc['leechers']) or '-'}")  # type: ignore[arg-type]

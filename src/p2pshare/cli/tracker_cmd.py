@@ -64,6 +64,16 @@ def tracker_cmd(
             show_default=False,
         ),
     ] = None,
+    audit_interval: Annotated[
+        float | None,
+        typer.Option(
+            "--audit-interval",
+            metavar="S",
+            help="Seconds between rounds of audits, where holders challenge each other's "
+            "copies [default: 60 in development, 600 in production].",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the tracker: the catalogue of nodes, files and chunk locations.
 
@@ -85,6 +95,7 @@ def tracker_cmd(
             "db_url": db,
             "heartbeat_interval": heartbeat_interval,
             "repair_grace": repair_grace,
+            "audit_interval": audit_interval,
         },
     )
     setup_logging(settings)

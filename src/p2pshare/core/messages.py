@@ -105,6 +105,34 @@ class RepairTask(Message):
     target_address: Address
 
 
+class AuditTask(Message):
+    """Challenge ``target`` to prove it holds a chunk this node holds too (design.md §5).
+
+    The challenger sends ``nonce`` to the target, which answers HMAC-SHA256(key=nonce, chunk
+    bytes); the challenger computes the same from its own copy and reports the outcome.
+    """
+
+    task_id: str = Field(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")
+    chunk_id: HexId
+    target_id: NodeId
+    target_address: Address
+    nonce: HexId
+
+
+AuditOutcome = Literal["passed", "failed", "unanswered", "challenger-bad"]
+
+
+class AuditReport(Message):
+    """How an audit ended: ``passed``, ``failed`` (wrong answer or chunk missing),
+    ``unanswered`` (target unreachable), or ``challenger-bad`` (the challenger's own copy no
+    longer matches its id; the target was not judged)."""
+
+    node_id: NodeId = Field(description="the challenger")
+    task_id: str = Field(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")
+    outcome: AuditOutcome
+    detail: str = Field(default="", max_length=500)
+
+
 class AnnounceAck(Message):
     """The tracker's answer to an announce."""
 
@@ -116,6 +144,11 @@ class AnnounceAck(Message):
         default_factory=list,
         max_length=MAX_REPAIRS_PER_ANNOUNCE,
         description="chunks this node should copy to other nodes",
+    )
+    audits: list[AuditTask] = Field(
+        default_factory=list,
+        max_length=MAX_REPAIRS_PER_ANNOUNCE,
+        description="holders this node should challenge",
     )
 
 
@@ -254,6 +287,9 @@ class FileDetail(Message):
     leechers: list[NodeInfo] = Field(description="nodes downloading now")
     chunks: list[ChunkHolders]
     downloads: int = Field(ge=0)
+    last_audit: datetime | None = Field(
+        default=None, description="when a replica of one of its chunks was last audited"
+    )
 
 
 class LeecherUpdate(Message):

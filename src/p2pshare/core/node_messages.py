@@ -171,3 +171,18 @@ class TransferInfo(Message):
     done_bytes: int
     total_bytes: int
     started_at: datetime
+
+
+class Challenge(Message):
+    """An audit: prove you hold ``chunk_id`` by answering HMAC-SHA256(key=nonce, its bytes)."""
+
+    chunk_id: HexId
+    nonce: HexId
+
+
+class ChallengeAnswer(Message):
+    """The answer to a :class:`Challenge`."""
+
+    holder: NodeId
+    chunk_id: HexId
+    mac: HexId

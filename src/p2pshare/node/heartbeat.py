@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable
 
 from p2pshare.core.errors import P2PShareError
-from p2pshare.core.messages import DownloadReport, NodeAnnounce, RepairTask
+from p2pshare.core.messages import AuditTask, DownloadReport, NodeAnnounce, RepairTask
 from p2pshare.core.node_messages import DownloadAck
 from p2pshare.node.tracker_client import TrackerClient
 
@@ -27,13 +27,14 @@ async def heartbeat_loop(
     first_interval: float = 5.0,
     announced: asyncio.Event | None = None,
     on_repairs: Callable[[list[RepairTask]], None] | None = None,
+    on_audits: Callable[[list[AuditTask]], None] | None = None,
 ) -> None:
     """Announce this node forever, at the interval the tracker asks for.
 
     ``make_announce`` builds a fresh announce (current free space) each time. A failed
     announce is logged and retried after a short, growing delay (never longer than the
-    interval). ``announced`` is set after the first success; repair tasks in an answer go to
-    ``on_repairs`` (which must not block). Runs until cancelled.
+    interval). ``announced`` is set after the first success; repair and audit tasks in an
+    answer go to ``on_repairs`` and ``on_audits`` (which must not block). Runs until cancelled.
     """
     interval = first_interval
     failures = 0
@@ -54,6 +55,8 @@ async def heartbeat_loop(
         interval = max(MIN_INTERVAL, ack.heartbeat_interval)
         if ack.repairs and on_repairs is not None:
             on_repairs(ack.repairs)
+        if ack.audits and on_audits is not None:
+            on_audits(ack.audits)
         if announced is not None:
             announced.set()
         await asyncio.sleep(interval)

@@ -3,20 +3,25 @@
 - ``POST /v1/reservations``: promise space for an upload (upload step 6);
 - ``PUT /v1/chunks/{chunk_id}?reservation=ID``: receive a chunk, verify, store, ack (step 8);
 - ``GET``/``HEAD /v1/chunks/{chunk_id}``: serve a chunk (sendfile);
-- ``POST /v1/acks``: a downloader's receipt (download step 6), reported on to the tracker.
+- ``POST /v1/acks``: a downloader's receipt (download step 6), reported on to the tracker;
+- ``POST /v1/challenges``: an audit; answer HMAC-SHA256(key=nonce, the chunk's bytes).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from aiohttp import web
 
+from p2pshare.core.audit import ProofHasher
 from p2pshare.core.errors import InvalidInput, NotFound, PayloadTooLarge
 from p2pshare.core.ids import validate_id
 from p2pshare.core.node_messages import (
     AckReceipt,
+    Challenge,
+    ChallengeAnswer,
     ChunkReceipt,
     DownloadAck,
     ReservationGrant,
@@ -102,6 +107,20 @@ async def ack(request: web.Request) -> web.Response:
     return json_response(AckReceipt(holder=request.app[IDENTITY].node_id, recorded=True))
 
 
+async def challenge(request: web.Request) -> web.Response:
+    """Answer an audit from this node's copy of the chunk; 404 when it has none."""
+    body = await read_model(request, Challenge)
+    store = request.app[STORE]
+    hasher = ProofHasher(body.nonce)
+    async with await store.get(body.chunk_id) as reader:
+        async for piece in reader:
+            await asyncio.to_thread(hasher.update, piece)
+    answer = ChallengeAnswer(
+        holder=request.app[IDENTITY].node_id, chunk_id=body.chunk_id, mac=hasher.answer()
+    )
+    return json_response(answer)
+
+
 def add_routes(app: web.Application) -> None:
     """Register the peer API's routes on ``app``."""
     app.router.add_post("/v1/reservations", reserve)
@@ -109,3 +128,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_put("/v1/chunks/{chunk_id}", put_chunk)
     app.router.add_get("/v1/chunks/{chunk_id}", get_chunk)
     app.router.add_post("/v1/acks", ack)
+    app.router.add_post("/v1/challenges", challenge)

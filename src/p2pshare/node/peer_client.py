@@ -8,6 +8,8 @@ from p2pshare.core.errors import RemoteError
 from p2pshare.core.ids import validate_id
 from p2pshare.core.node_messages import (
     AckReceipt,
+    Challenge,
+    ChallengeAnswer,
     ChunkReceipt,
     DownloadAck,
     ReservationGrant,
@@ -98,6 +100,20 @@ class PeerClient:
         if got != size:
             raise RemoteError(f"{where}: chunk {chunk_id[:12]} ended at {got} of {size} bytes")
         return buf
+
+    async def challenge(self, address: str, body: Challenge) -> ChallengeAnswer:
+        """Audit a holder: send a nonce, get its proof of holding the chunk."""
+        answer = await call(
+            self._session,
+            "POST",
+            f"{address}/v1/challenges",
+            ChallengeAnswer,
+            body=body,
+            where=f"node {address}",
+        )
+        if answer.chunk_id != body.chunk_id:
+            raise RemoteError(f"node {address}: answered for chunk {answer.chunk_id}")
+        return answer
 
     async def ack(self, address: str, body: DownloadAck) -> AckReceipt:
         """Send a downloader's receipt to the holder at ``address``."""

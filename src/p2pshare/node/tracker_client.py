@@ -10,6 +10,7 @@ from p2pshare.core.ids import validate_id
 from p2pshare.core.messages import (
     MAX_PAGE_SIZE,
     AnnounceAck,
+    AuditReport,
     DownloadReport,
     FileDetail,
     FileRegistration,
@@ -116,6 +117,10 @@ class TrackerClient:
     async def repair(self, body: RepairReport) -> Receipt:
         """Report how a repair task ended."""
         return await self._post("/repairs", body, Receipt)
+
+    async def audit(self, body: AuditReport) -> Receipt:
+        """Report how an audit this node made ended."""
+        return await self._post("/audits", body, Receipt)
 
     async def stats(self) -> Stats:
         """Return the network at a glance."""

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from p2pshare import __version__
 from p2pshare.core.messages import AnnounceAck
 from p2pshare.tracker import problems
+from p2pshare.tracker.audit import AuditDesk
 from p2pshare.tracker.cache import DetailCache
 from p2pshare.tracker.clock import Clock, SystemClock
 from p2pshare.tracker.db import Database, async_url, sqlite_path
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 CACHE_TTL_SHARED = 1.0
 REPAIR_TASK_TTL = 120.0
+AUDIT_TASK_TTL = 60.0
 """Seconds a node has to report a repair task once it was handed over."""
 """Seconds a cached file detail lives when other tracker processes may write the database."""
 
@@ -72,6 +74,7 @@ def create_app(settings: TrackerSettings, *, clock: Clock | None = None) -> Fast
                 grace=settings.repair_grace,
                 task_ttl=REPAIR_TASK_TTL,
             )
+            audits = AuditDesk(repo, liveness, the_clock, repairs, task_ttl=AUDIT_TASK_TTL)
             app.state.tracker = TrackerState(
                 settings=settings,
                 clock=the_clock,
@@ -79,6 +82,7 @@ def create_app(settings: TrackerSettings, *, clock: Clock | None = None) -> Fast
                 liveness=liveness,
                 repo=repo,
                 repairs=repairs,
+                audits=audits,
                 announce_ack=ack.model_dump_json().encode(),
             )
             log.info(
@@ -91,13 +95,16 @@ def create_app(settings: TrackerSettings, *, clock: Clock | None = None) -> Fast
                     run_flusher(liveness, repo, settings.flush_period), name="liveness-flusher"
                 )
                 repairer = tg.create_task(repairs.run(settings.repair_period), name="repair-desk")
+                auditor = tg.create_task(audits.run(settings.audit_interval), name="audit-desk")
                 try:
                     yield
                 finally:
                     flusher.cancel()
                     repairer.cancel()
+                    auditor.cancel()
             await flush_once(liveness, repo)
             log.info("file detail cache: %d hits, %d misses", cache.hits, cache.misses)
+            log.info("audits: %d passed, %d failed", audits.passed, audits.failed)
             log.info(
                 "repairs: %d assigned, %d done, %d failed or expired",
                 repairs.assigned,

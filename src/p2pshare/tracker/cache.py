@@ -43,6 +43,7 @@ class FileSnapshot:
     """rows (chunk_id, node columns...) of every replica of the file's chunks"""
     leeching: tuple[Any, ...]
     """rows (node columns...) of the active leechers"""
+    last_audit: datetime | None = None
 
     @property
     def weight(self) -> int:

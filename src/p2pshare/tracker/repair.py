@@ -25,8 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections import deque
-from dataclasses import dataclass
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -36,6 +34,7 @@ from p2pshare.core.repair import Assignment, Capacity, ChunkState, Replica, plan
 from p2pshare.tracker.clock import Clock
 from p2pshare.tracker.liveness import Liveness
 from p2pshare.tracker.repository import Repository
+from p2pshare.tracker.tasks import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +48,6 @@ BUDGET = 256
 """Most tasks in flight in all (the rate bound of repairs)."""
 TRIED_FOR = 300.0
 """Seconds a target that failed a chunk is not chosen again for it."""
-
-
-@dataclass(slots=True)
-class _Pending:
-    task: RepairTask
-    source: str
-    deadline: float
-    delivered: bool = False
 
 
 class RepairDesk:
@@ -78,8 +69,7 @@ class RepairDesk:
         self._task_ttl = task_ttl
         self._started = clock.monotonic()
         self._dirty: dict[str, None] = {}
-        self._pending: dict[str, _Pending] = {}
-        self._queues: dict[str, deque[str]] = {}
+        self._outbox: Outbox[RepairTask] = Outbox()
         self._tried: dict[str, dict[str, float]] = {}
         self._expired: set[str] = set()
         self._sweep_cursor = ""
@@ -96,31 +86,21 @@ class RepairDesk:
 
     def take(self, node_id: str) -> list[RepairTask]:
         """Return the tasks queued for ``node_id`` (called when it announces)."""
-        queue = self._queues.get(node_id)
-        out: list[RepairTask] = []
-        now = self._clock.monotonic()
-        while queue and len(out) < MAX_REPAIRS_PER_ANNOUNCE:
-            pending = self._pending.get(queue.popleft())
-            if pending is None:
-                continue
-            pending.delivered = True
-            pending.deadline = now + self._task_ttl
-            out.append(pending.task)
-        if queue is not None and not queue:
-            del self._queues[node_id]
-        return out
+        return self._outbox.take(
+            node_id, MAX_REPAIRS_PER_ANNOUNCE, self._clock.monotonic(), self._task_ttl
+        )
 
     async def report(self, rep: RepairReport) -> Receipt:
         """Record how a task ended. Raises :class:`NotFound` for an unknown (or expired) task
         and :class:`Forbidden` when ``rep.node_id`` was not given it.
         """
-        pending = self._pending.get(rep.task_id)
+        pending = self._outbox.get(rep.task_id)
         if pending is None:
             raise NotFound(f"no repair task {rep.task_id} (it may have expired)")
-        if pending.source != rep.node_id:
+        if pending.node != rep.node_id:
             raise Forbidden(f"repair task {rep.task_id} was not given to {rep.node_id}")
         task = pending.task
-        del self._pending[rep.task_id]
+        self._outbox.pop(rep.task_id)
         self.mark([task.chunk_id])
         if not rep.ok:
             self.failed += 1
@@ -162,9 +142,9 @@ class RepairDesk:
         in_flight: dict[str, int] = {}
         busy: dict[str, int] = {}
         promised: dict[str, int] = {}
-        for p in self._pending.values():
+        for p in self._outbox:
             in_flight[p.task.chunk_id] = in_flight.get(p.task.chunk_id, 0) + 1
-            busy[p.source] = busy.get(p.source, 0) + 1
+            busy[p.node] = busy.get(p.node, 0) + 1
             promised[p.task.target_id] = promised.get(p.task.target_id, 0) + p.task.size
         states = []
         for cid, (size, target, holders) in known.items():
@@ -180,7 +160,7 @@ class RepairDesk:
             st.announce.node_id: st.announce.free_bytes - promised.get(st.announce.node_id, 0)
             for st in self._liveness.online()
         }
-        room = max(0, BUDGET - len(self._pending))
+        room = max(0, BUDGET - len(self._outbox))
         plan = plan_repairs(
             states, Capacity(free=free, busy=busy), per_source=PER_SOURCE, budget=room
         )
@@ -215,18 +195,15 @@ class RepairDesk:
         )
         # a task waits up to a heartbeat or two to be delivered, then task_ttl to be done
         deadline = now + self._task_ttl + 2 * self._liveness.heartbeat_interval
-        self._pending[task.task_id] = _Pending(task, a.source, deadline)
-        self._queues.setdefault(a.source, deque()).append(task.task_id)
+        self._outbox.add(task.task_id, a.source, task, deadline)
         self.assigned += 1
         log.info("repair: copy %s from %s to %s", a.chunk_id[:12], a.source, a.target)
 
     def _expire_tasks(self, now: float) -> None:
-        for task_id, p in list(self._pending.items()):
-            if p.deadline < now:
-                del self._pending[task_id]
-                self.failed += 1
-                self._tried.setdefault(p.task.chunk_id, {})[p.task.target_id] = now + TRIED_FOR
-                self.mark([p.task.chunk_id])
+        for p in self._outbox.expired(now):
+            self.failed += 1
+            self._tried.setdefault(p.task.chunk_id, {})[p.task.target_id] = now + TRIED_FOR
+            self.mark([p.task.chunk_id])
         for cid, tried in list(self._tried.items()):
             for node, until in list(tried.items()):
                 if until <= now:

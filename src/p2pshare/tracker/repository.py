@@ -59,6 +59,7 @@ from p2pshare.tracker.models import Base, Chunk, Event, File, Leecher, Node, Rep
 log = logging.getLogger(__name__)
 
 AVAILABLE = "available"
+AUDIT_KINDS = ("audit-passed", "audit-failed")
 DELETED = "deleted"
 IN_BATCH = 500
 """Most values bound in one ``IN (...)`` list (well under SQLite's and asyncpg's limits)."""
@@ -438,6 +439,11 @@ class Repository:
                 .where(Leecher.file_id == file_id, Leecher.active.is_(True))
             )
             rows = (await conn.execute(union_all(holders, leechers))).all()
+            last_audit = await conn.scalar(
+                select(func.max(Event.at)).where(
+                    Event.file_id == file_id, Event.kind.in_(AUDIT_KINDS)
+                )
+            )
         return FileSnapshot(
             manifest=Manifest.model_validate_json(file.manifest),
             owner=file.owner_id,
@@ -446,6 +452,7 @@ class Repository:
             downloads=file.downloads,
             held=tuple(r for r in rows if r.holds),
             leeching=tuple(r for r in rows if not r.holds),
+            last_audit=last_audit,
         )
 
     def _detail_of(self, snap: FileSnapshot) -> FileDetail:
@@ -493,6 +500,7 @@ class Repository:
             leechers=leechers,
             chunks=chunks,
             downloads=snap.downloads,
+            last_audit=snap.last_audit,
         )
 
     async def update_leecher(self, file_id: str, upd: LeecherUpdate) -> Receipt:
@@ -721,6 +729,60 @@ class Repository:
             )
         self.cache.invalidate(files)
         return Receipt(recorded="chunk-repaired", at=now)
+
+    # --- audits ---------------------------------------------------------------------------
+
+    async def random_replicas(self, limit: int) -> list[tuple[str, str]]:
+        """Return up to ``limit`` random good replicas (chunk id, holder) of available files."""
+        async with self.db.read() as s:
+            rows = await s.execute(
+                select(Replica.chunk_id, Replica.node_id)
+                .where(
+                    Replica.verified_ok.is_(True),
+                    Replica.chunk_id.in_(
+                        select(Chunk.chunk_id)
+                        .join(File, File.file_id == Chunk.file_id)
+                        .where(File.state == AVAILABLE)
+                    ),
+                )
+                .order_by(func.random())
+                .limit(limit)
+            )
+            return [(c, n) for c, n in rows]
+
+    async def record_audit(
+        self, chunk_id: str, holder: str, challenger: str, *, passed: bool, detail: str = ""
+    ) -> Receipt:
+        """Record an audit of ``holder``'s copy of ``chunk_id``: good, or bad (not listed and
+        not counted until re-reported held); return the receipt."""
+        now = self.clock.now()
+        kind = "audit-passed" if passed else "audit-failed"
+        async with self.db.write() as s:
+            await s.execute(
+                update(Replica)
+                .where(Replica.chunk_id == chunk_id, Replica.node_id == holder)
+                .values(verified_ok=passed, last_verified=now)
+            )
+            files = set(
+                (
+                    await s.scalars(
+                        select(Chunk.file_id).where(Chunk.chunk_id == chunk_id).distinct()
+                    )
+                ).all()
+            )
+            for file_id in sorted(files):
+                s.add(
+                    Event(
+                        at=now,
+                        kind=kind,
+                        file_id=file_id,
+                        node_id=holder,
+                        peer_id=challenger,
+                        detail=f"chunk {chunk_id}" + (f": {detail}" if detail else ""),
+                    )
+                )
+        self.cache.invalidate(files)
+        return Receipt(recorded=kind, at=now)
 
     # --- the network at a glance ----------------------------------------------------------
 

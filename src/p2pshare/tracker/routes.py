@@ -21,6 +21,7 @@ from p2pshare.core.messages import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
     AnnounceAck,
+    AuditReport,
     DownloadReport,
     FileDetail,
     FileRegistration,
@@ -99,15 +100,27 @@ async def announce(body: NodeAnnounce, t: State) -> Response:
         await t.repo.save_node(body)
         t.liveness.row_written(body)
     t.liveness.record(body)
-    tasks = t.repairs.take(body.node_id)
-    if not tasks:
+    repairs = t.repairs.take(body.node_id)
+    audits = t.audits.take(body.node_id)
+    if not repairs and not audits:
         return Response(t.announce_ack, media_type="application/json")
     ack = AnnounceAck(
         heartbeat_interval=t.settings.heartbeat_interval,
         offline_after=t.liveness.offline_after,
-        repairs=tasks,
+        repairs=repairs,
+        audits=audits,
     )
     return answer(ack)
+
+
+@router.post("/audits", response_model=Receipt, tags=["nodes"])
+async def report_audit(body: AuditReport, t: State) -> Response:
+    """A challenger reports an audit it got with an announce answer.
+
+    ``failed`` and ``unanswered`` mark the target's copy bad (no longer listed or counted; the
+    repair desk copies the chunk elsewhere); ``challenger-bad`` marks the challenger's own.
+    """
+    return answer(await t.audits.report(body))
 
 
 @router.post("/repairs", response_model=Receipt, tags=["nodes"])

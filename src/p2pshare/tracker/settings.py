@@ -28,6 +28,7 @@ class TrackerSettings:
     max_body_size: int = 96 * 1024**2
     log_level: str = "INFO"
     repair_grace: float = 120.0
+    audit_interval: float = 60.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TrackerSettings:
@@ -41,6 +42,7 @@ class TrackerSettings:
             max_body_size=settings.max_body_size,
             log_level=settings.log_level,
             repair_grace=settings.repair_grace,
+            audit_interval=settings.audit_interval,
         )
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from p2pshare.tracker.audit import AuditDesk
 from p2pshare.tracker.clock import Clock
 from p2pshare.tracker.db import Database
 from p2pshare.tracker.liveness import Liveness
@@ -22,5 +23,6 @@ class TrackerState:
     liveness: Liveness
     repo: Repository
     repairs: RepairDesk
+    audits: AuditDesk
     announce_ack: bytes
     """the answer to every announce, serialized once"""

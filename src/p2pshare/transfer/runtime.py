@@ -28,9 +28,10 @@ from p2pshare.node.peer_client import PeerClient
 from p2pshare.node.problems import problems_middleware
 from p2pshare.node.tracker_client import TrackerClient
 from p2pshare.storage.filestore import FileChunkStore
+from p2pshare.transfer.audit import audit_worker
 from p2pshare.transfer.context import NodeContext
 from p2pshare.transfer.manager import TransferManager
-from p2pshare.transfer.repair import RepairWorker
+from p2pshare.transfer.repair import repair_worker
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,8 @@ async def run_node(
                 chunk_size=opts.chunk_size,
             )
             manager = TransferManager(ctx)
-            repairs = RepairWorker(ctx)
+            repairs = repair_worker(ctx)
+            audits = audit_worker(ctx)
             control_app = web.Application(
                 middlewares=[problems_middleware], client_max_size=JSON_BODY_LIMIT
             )
@@ -179,8 +181,13 @@ async def run_node(
             await asyncio.to_thread(_write_runtime, runtime_file, ready)
             async with asyncio.TaskGroup() as tg:
                 tasks = [
-                    tg.create_task(heartbeat_loop(tracker, announce, on_repairs=repairs.submit)),
+                    tg.create_task(
+                        heartbeat_loop(
+                            tracker, announce, on_repairs=repairs.submit, on_audits=audits.submit
+                        )
+                    ),
                     tg.create_task(repairs.run()),
+                    tg.create_task(audits.run()),
                     tg.create_task(reporter.run()),
                     tg.create_task(manager.run()),
                     tg.create_task(_expire_loop(store)),

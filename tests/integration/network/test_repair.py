@@ -88,3 +88,47 @@ def test_killed_holders_are_replaced_and_the_file_still_downloads(tmp_path: Path
         assert took < REPAIR_DEADLINE
     finally:
         c.close()
+
+
+def flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_corrupt_copy_is_found_by_an_audit_and_repaired(tmp_path: Path) -> None:
+    c = Cluster(tmp_path)
+    try:
+        c.start_tracker("--repair-grace", str(GRACE), "--audit-interval", "1")
+        for i in range(1, 6):
+            c.start_node(f"n{i}", "64MiB")
+        c.wait_online(5)
+        src = tmp_path / "audited.bin"
+        digest = make_file(src, 3 * 64 * 1024 + 5)
+        n1 = c.nodes["n1"]
+        up = c.upload(n1, src, "--replicas", "2", "--chunk-size", "64KiB")
+        file_id = up["file_id"]
+        d = c.get(f"/v1/files/{file_id}")
+        chunk = d["chunks"][1]
+        by_id = {n.node_id: n for n in c.nodes.values()}
+        victim = next(by_id[h["node_id"]] for h in chunk["holders"] if h["node_id"] != n1.node_id)
+        flip_a_byte(victim.chunk_path(chunk["chunk_id"]))
+
+        # an audit finds it: the copy is no longer listed, and the chunk is repaired elsewhere
+        deadline = time.monotonic() + REPAIR_DEADLINE
+        while True:
+            d = c.get(f"/v1/files/{file_id}")
+            holders = {h["node_id"] for h in d["chunks"][1]["holders"] if h["online"]}
+            if victim.node_id not in holders and len(holders) >= d["replica_target"]:
+                break
+            assert time.monotonic() < deadline, f"not found and repaired: {d['chunks'][1]}"
+            time.sleep(0.5)
+        assert d["last_audit"] is not None
+        info = c.cli_json(n1, "info", file_id)
+        assert info["last_audit"] is not None and info["under_target"] == 0
+
+        fresh = c.start_node("n6", "64MiB")
+        out = tmp_path / "copy.bin"
+        assert c.download(fresh, file_id, out)["sha256"] == digest == sha256(out)
+    finally:
+        c.close()

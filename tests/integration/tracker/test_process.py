@@ -81,6 +81,7 @@ def test_nodes_go_offline_after_three_intervals(tmp_path: Path) -> None:
                 "heartbeat_interval": interval,
                 "offline_after": pytest.approx(3 * interval),
                 "repairs": [],
+                "audits": [],
             }
             announce(client, "busy")
             sent = time.monotonic()
