@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import sys
 from statistics import median
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.prompt import Confirm
 from rich.table import Table
 
-from p2pshare.cli.common import node_url, print_json, with_control
+from p2pshare.cli.common import Interrupted, node_url, print_json, with_control
 from p2pshare.core.ids import validate_id
+from p2pshare.core.messages import Receipt
 from p2pshare.core.sizes import format_size
+from p2pshare.node.control_client import ControlClient
 
 if TYPE_CHECKING:
     from p2pshare.cli.app import Context
@@ -73,6 +77,39 @@ def files_cmd(
     Console().print(table)
     if page.total > len(page.items):
         Console().print(f"... {page.total - len(page.items)} more (use --name to narrow)")
+
+
+def delete_cmd(
+    ctx: typer.Context,
+    file_id: Annotated[str, typer.Argument(help="The file's id.", show_default=False)],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask to confirm.")] = False,
+    node: NodeOption = None,
+) -> None:
+    """Withdraw a file you uploaded; every node holding its chunks deletes them.
+
+    Only the node that uploaded the file may withdraw it. Holders free the space on their
+    next heartbeat (chunks another file still uses are kept).
+    """
+    c: Context = ctx.obj
+    validate_id(file_id, "file id")
+    url = node_url(c, node)
+
+    async def work(client: ControlClient) -> Receipt:
+        if not yes and not c.json and sys.stdin.isatty() and sys.stdout.isatty():
+            detail = await client.file(file_id)
+            question = (
+                f"Withdraw {detail.manifest.name} ({format_size(detail.manifest.size)}) "
+                "from the network?"
+            )
+            if not Confirm.ask(question, default=False):
+                raise Interrupted("nothing withdrawn")
+        return await client.delete_file(file_id)
+
+    receipt = with_control(url, work)
+    if c.json:
+        print_json({"file_id": file_id, "deleted_at": receipt.at.isoformat()})
+        return
+    Console().print(f"withdrawn {file_id}; holders will free its space on their next heartbeat")
 
 
 def info_cmd(

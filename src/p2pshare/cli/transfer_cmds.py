@@ -23,7 +23,8 @@ from rich.table import Table
 
 from p2pshare.cli.common import Interrupted, node_url, open_control, print_json
 from p2pshare.cli.network_cmds import NodeOption
-from p2pshare.core.errors import InvalidInput, P2PShareError
+from p2pshare.core.chunking import validate_chunk_size
+from p2pshare.core.errors import InvalidInput, InvalidSize, P2PShareError
 from p2pshare.core.ids import validate_id
 from p2pshare.core.messages import NodeInfo
 from p2pshare.core.node_messages import (
@@ -70,7 +71,10 @@ def resolve_allocation(peers: list[NodeInfo], alloc: list[str]) -> dict[str, int
             raise InvalidInput(f"--alloc {item!r}: no online node named {who!r} (online: {known})")
         if len(matches) > 1:
             raise InvalidInput(f"--alloc {item!r}: several nodes are named {who!r}; use the id")
-        out[matches[0].node_id] = parse_size(size)
+        try:
+            out[matches[0].node_id] = parse_size(size)
+        except InvalidSize as exc:
+            raise InvalidSize(f"--alloc {item!r}: {exc.detail}") from None
     return out
 
 
@@ -195,7 +199,10 @@ def upload_cmd(
         raise InvalidInput(f"{file}: no such file")
     if alloc and auto:
         raise InvalidInput("--alloc and --auto exclude each other")
-    size_arg = parse_size(chunk_size) if chunk_size else None
+    try:  # checked here too, so a bad one is refused before the node starts anything
+        size_arg = validate_chunk_size(parse_size(chunk_size)) if chunk_size else None
+    except InvalidSize as exc:
+        raise InvalidSize(f"--chunk-size {chunk_size}: {exc.detail}") from None
     console = Console(stderr=c.json, soft_wrap=True)
     interactive = sys.stdin.isatty() and sys.stdout.isatty() and not c.json
 

@@ -89,6 +89,8 @@ class NodeAnnounce(Message):
 
 MAX_REPAIRS_PER_ANNOUNCE = 16
 """Most repair tasks one announce answer hands a node."""
+MAX_RECLAIMS_PER_ANNOUNCE = 256
+"""Most chunks one announce answer tells a node to delete."""
 
 
 class RepairTask(Message):
@@ -133,6 +135,13 @@ class AuditReport(Message):
     detail: str = Field(default="", max_length=500)
 
 
+class ReclaimReport(Message):
+    """A node reports chunks it deleted because the tracker said no file needs them."""
+
+    node_id: NodeId
+    chunk_ids: list[HexId] = Field(min_length=1, max_length=MAX_RECLAIMS_PER_ANNOUNCE)
+
+
 class AnnounceAck(Message):
     """The tracker's answer to an announce."""
 
@@ -149,6 +158,11 @@ class AnnounceAck(Message):
         default_factory=list,
         max_length=MAX_REPAIRS_PER_ANNOUNCE,
         description="holders this node should challenge",
+    )
+    reclaim: list[HexId] = Field(
+        default_factory=list,
+        max_length=MAX_RECLAIMS_PER_ANNOUNCE,
+        description="chunks this node holds that no file needs any more: delete them",
     )
 
 

@@ -2,6 +2,7 @@
 
 - ``GET status``: this node; ``GET peers``: online nodes with free space (upload step 2);
 - ``GET files``, ``GET files/{file_id}``: the tracker's catalogue, through this node;
+  ``DELETE files/{file_id}``: withdraw a file this node owns;
 - ``POST uploads``, ``POST downloads``: start a transfer (answers at once with its id);
 - ``GET transfers``, ``GET transfers/{id}/events`` (progress as JSON lines until it ends),
   ``DELETE transfers/{id}`` (cancel: the transfer stops and stays resumable).
@@ -20,7 +21,14 @@ from pydantic import TypeAdapter
 
 from p2pshare.core.errors import InvalidInput
 from p2pshare.core.ids import validate_id
-from p2pshare.core.messages import MAX_PAGE_SIZE, FileDetail, FileSummary, NodeInfo, Page
+from p2pshare.core.messages import (
+    MAX_PAGE_SIZE,
+    FileDetail,
+    FileSummary,
+    NodeInfo,
+    Page,
+    Receipt,
+)
 from p2pshare.core.node_messages import (
     DownloadRequest,
     NodeStatus,
@@ -50,6 +58,10 @@ class TransferService(Protocol):
 
     async def file(self, file_id: str) -> FileDetail:
         """Return one file's detail from the tracker."""
+        ...
+
+    async def delete_file(self, file_id: str) -> Receipt:
+        """Withdraw a file this node owns at the tracker; return the tracker's receipt."""
         ...
 
     async def start_upload(self, request: UploadRequest) -> TransferInfo:
@@ -108,6 +120,11 @@ async def file(request: web.Request) -> web.Response:
     return json_response(await request.app[SERVICE].file(file_id))
 
 
+async def delete_file(request: web.Request) -> web.Response:
+    file_id = validate_id(request.match_info["file_id"], "file id")
+    return json_response(await request.app[SERVICE].delete_file(file_id))
+
+
 async def start_upload(request: web.Request) -> web.Response:
     body = await read_model(request, UploadRequest)
     return json_response(await request.app[SERVICE].start_upload(body), status=202)
@@ -147,6 +164,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/v1/control/peers", peers)
     r.add_get("/v1/control/files", files)
     r.add_get("/v1/control/files/{file_id}", file)
+    r.add_delete("/v1/control/files/{file_id}", delete_file)
     r.add_post("/v1/control/uploads", start_upload)
     r.add_post("/v1/control/downloads", start_download)
     r.add_get("/v1/control/transfers", transfers)

@@ -9,7 +9,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from p2pshare.core.errors import RemoteError, Unavailable
 from p2pshare.core.ids import validate_id
-from p2pshare.core.messages import FileDetail, FileSummary, NodeInfo, Page
+from p2pshare.core.messages import FileDetail, FileSummary, NodeInfo, Page, Receipt
 from p2pshare.core.node_messages import (
     DownloadRequest,
     NodeStatus,
@@ -75,6 +75,13 @@ class ControlClient:
         validate_id(file_id, "file id")
         return await call(
             self._session, "GET", self._url(f"/files/{file_id}"), FileDetail, where=self._where
+        )
+
+    async def delete_file(self, file_id: str) -> Receipt:
+        """Withdraw a file this node owns; return the tracker's receipt."""
+        validate_id(file_id, "file id")
+        return await call(
+            self._session, "DELETE", self._url(f"/files/{file_id}"), Receipt, where=self._where
         )
 
     async def start_upload(self, body: UploadRequest) -> TransferInfo:

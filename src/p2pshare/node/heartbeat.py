@@ -28,13 +28,15 @@ async def heartbeat_loop(
     announced: asyncio.Event | None = None,
     on_repairs: Callable[[list[RepairTask]], None] | None = None,
     on_audits: Callable[[list[AuditTask]], None] | None = None,
+    on_reclaim: Callable[[list[str]], None] | None = None,
 ) -> None:
     """Announce this node forever, at the interval the tracker asks for.
 
     ``make_announce`` builds a fresh announce (current free space) each time. A failed
     announce is logged and retried after a short, growing delay (never longer than the
     interval). ``announced`` is set after the first success; repair and audit tasks in an
-    answer go to ``on_repairs`` and ``on_audits`` (which must not block). Runs until cancelled.
+    answer go to ``on_repairs`` and ``on_audits``, chunks to delete to ``on_reclaim`` (none of
+    which may block). Runs until cancelled.
     """
     interval = first_interval
     failures = 0
@@ -57,6 +59,8 @@ async def heartbeat_loop(
             on_repairs(ack.repairs)
         if ack.audits and on_audits is not None:
             on_audits(ack.audits)
+        if ack.reclaim and on_reclaim is not None:
+            on_reclaim(ack.reclaim)
         if announced is not None:
             announced.set()
         await asyncio.sleep(interval)

@@ -21,6 +21,7 @@ from p2pshare.core.messages import (
     NodeInfo,
     Page,
     Receipt,
+    ReclaimReport,
     RegistrationAck,
     RepairReport,
     ReplicaReport,
@@ -118,6 +119,10 @@ class TrackerClient:
         """Report how a repair task ended."""
         return await self._post("/repairs", body, Receipt)
 
+    async def reclaimed(self, body: ReclaimReport) -> Receipt:
+        """Confirm chunks deleted on the tracker's word."""
+        return await self._post("/reclaims", body, Receipt)
+
     async def audit(self, body: AuditReport) -> Receipt:
         """Report how an audit this node made ended."""
         return await self._post("/audits", body, Receipt)
@@ -133,7 +138,7 @@ class TrackerClient:
             "DELETE",
             self._url(f"/files/{validate_id(file_id, 'file id')}"),
             Receipt,
-            params={"owner": owner},
+            params={"node_id": owner},
             where=self._where,
         )
 

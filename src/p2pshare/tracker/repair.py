@@ -18,6 +18,12 @@ in flight, so the same state never produces the same work twice; a chunk is neve
 a node that already holds it, so a repeated task is a no-op there. A node that comes back
 within the grace period is simply live again; one that comes back later is counted again too
 (its replica rows stay), which may leave a chunk above its target.
+
+The desk also tells holders which chunks no available file contains any more (after an owner
+withdrew a file): up to ``MAX_RECLAIMS_PER_ANNOUNCE`` with each announce answer; the node
+deletes them and confirms with ``POST /v1/reclaims``, and the replica rows go (if a file that
+needs one of them was registered meanwhile, that chunk is repaired like any other). The
+orphans are found in the database each round, so a restart or an offline node loses nothing.
 """
 
 from __future__ import annotations
@@ -25,11 +31,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Iterable
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from p2pshare.core.errors import Forbidden, NotFound
-from p2pshare.core.messages import MAX_REPAIRS_PER_ANNOUNCE, Receipt, RepairReport, RepairTask
+from p2pshare.core.messages import (
+    MAX_RECLAIMS_PER_ANNOUNCE,
+    MAX_REPAIRS_PER_ANNOUNCE,
+    Receipt,
+    ReclaimReport,
+    RepairReport,
+    RepairTask,
+)
 from p2pshare.core.repair import Assignment, Capacity, ChunkState, Replica, plan_repairs
 from p2pshare.tracker.clock import Clock
 from p2pshare.tracker.liveness import Liveness
@@ -47,6 +61,11 @@ PER_SOURCE = 4
 BUDGET = 256
 """Most tasks in flight in all (the rate bound of repairs)."""
 TRIED_FOR = 300.0
+RECLAIM_BATCH = 1000
+"""Orphan replicas looked up per round."""
+MAX_RECLAIMS_PENDING = 20_000
+RECLAIM_TTL = 600.0
+"""Seconds a node has to confirm a deletion before it is told again."""
 """Seconds a target that failed a chunk is not chosen again for it."""
 
 
@@ -70,6 +89,7 @@ class RepairDesk:
         self._started = clock.monotonic()
         self._dirty: dict[str, None] = {}
         self._outbox: Outbox[RepairTask] = Outbox()
+        self._reclaims: Outbox[str] = Outbox()
         self._tried: dict[str, dict[str, float]] = {}
         self._expired: set[str] = set()
         self._sweep_cursor = ""
@@ -79,7 +99,7 @@ class RepairDesk:
 
     # --- inputs ---------------------------------------------------------------------------
 
-    def mark(self, chunk_ids: list[str] | set[str]) -> None:
+    def mark(self, chunk_ids: Iterable[str]) -> None:
         """Look at these chunks in the next rounds."""
         for cid in chunk_ids:
             self._dirty[cid] = None
@@ -89,6 +109,20 @@ class RepairDesk:
         return self._outbox.take(
             node_id, MAX_REPAIRS_PER_ANNOUNCE, self._clock.monotonic(), self._task_ttl
         )
+
+    def take_reclaims(self, node_id: str) -> list[str]:
+        """Return chunk ids ``node_id`` may delete (no available file contains them)."""
+        return self._reclaims.take(
+            node_id, MAX_RECLAIMS_PER_ANNOUNCE, self._clock.monotonic(), RECLAIM_TTL
+        )
+
+    async def reclaimed(self, rep: ReclaimReport) -> Receipt:
+        """Forget the replicas a node deleted on our word."""
+        for cid in rep.chunk_ids:
+            self._reclaims.pop(f"{rep.node_id}:{cid}")
+        receipt = await self._repo.forget_replicas(rep.node_id, rep.chunk_ids)
+        self.mark(rep.chunk_ids)  # a file registered meanwhile may need them again
+        return receipt
 
     async def report(self, rep: RepairReport) -> Receipt:
         """Record how a task ended. Raises :class:`NotFound` for an unknown (or expired) task
@@ -133,6 +167,7 @@ class RepairDesk:
         self._expire_tasks(now)
         await self._mark_silent_holders(now)
         await self._sweep()
+        await self._plan_reclaims(now)
         batch = list(self._dirty)[:BATCH]
         for cid in batch:
             del self._dirty[cid]
@@ -224,6 +259,15 @@ class RepairDesk:
                     "node %s silent past the repair grace: %d chunks to check", node_id, len(held)
                 )
                 self.mark(held)
+
+    async def _plan_reclaims(self, now: float) -> None:
+        self._reclaims.expired(now)
+        if len(self._reclaims) >= MAX_RECLAIMS_PENDING:
+            return
+        for cid, node in await self._repo.orphan_replicas(RECLAIM_BATCH):
+            key = f"{node}:{cid}"
+            if self._liveness.is_online(node) and self._reclaims.get(key) is None:
+                self._reclaims.add(key, node, cid, now + RECLAIM_TTL)
 
     async def _sweep(self) -> None:
         ids = await self._repo.chunk_ids_after(self._sweep_cursor, SWEEP)

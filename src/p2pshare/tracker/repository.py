@@ -221,10 +221,11 @@ class Repository:
         """Register an uploaded file: file, chunks, replicas and an event in one transaction.
 
         Returns the ack once committed, and True when this call registered the file. The same
-        file, owner and manifest again returns the first ack and False, and writes nothing.
+        file, owner and manifest again returns the first ack and False, and writes nothing. A
+        withdrawn file's id may be registered again, by any node, with a new manifest.
         Raises :class:`InvalidManifest` when the file id does not verify, :class:`InvalidInput`
         for an ack that disagrees with the manifest, :class:`UnknownNode` for an owner or holder
-        that never announced, and :class:`Conflict` when the file id is registered with another
+        that never announced, and :class:`Conflict` when the file id is available with another
         owner or manifest.
         """
         m = reg.manifest
@@ -247,7 +248,7 @@ class Repository:
         now = self.clock.now()
         async with self.db.write() as s:
             existing = await s.get(File, m.file_id, options=[undefer(File.manifest)])
-            if existing is not None:
+            if existing is not None and existing.state == AVAILABLE:
                 if existing.owner_id != reg.owner:
                     raise Conflict(f"file {m.file_id} is registered by another node")
                 if existing.manifest != manifest_json:
@@ -286,11 +287,14 @@ class Repository:
                             for i, c in enumerate(m.chunk_ids)
                         ],
                     )
-            else:  # withdrawn earlier by the same owner: available again
+            else:  # withdrawn earlier: the same bytes (so the same chunks), registered anew
                 existing.state = AVAILABLE
                 existing.deleted_at = None
                 existing.created = now
                 existing.replica_target = reg.replica_target
+                existing.owner_id = reg.owner
+                existing.manifest = manifest_json
+                existing.name = m.name
             pairs = {(p.chunk_id, n) for p in reg.placement for n in p.holders}
             await self._hold(s, pairs, now)
             s.add(
@@ -729,6 +733,50 @@ class Repository:
             )
         self.cache.invalidate(files)
         return Receipt(recorded="chunk-repaired", at=now)
+
+    # --- reclaim --------------------------------------------------------------------------
+
+    async def orphan_replicas(self, limit: int) -> list[tuple[str, str]]:
+        """Return up to ``limit`` random (chunk id, holder) replicas of chunks that no
+        available file contains any more (their holders may delete them)."""
+        needed = (
+            select(Chunk.chunk_id)
+            .join(File, File.file_id == Chunk.file_id)
+            .where(File.state == AVAILABLE)
+        )
+        async with self.db.read() as s:
+            rows = await s.execute(
+                select(Replica.chunk_id, Replica.node_id)
+                .where(Replica.chunk_id.not_in(needed))
+                .order_by(func.random())
+                .limit(limit)
+            )
+            return [(c, n) for c, n in rows]
+
+    async def forget_replicas(self, node_id: str, chunk_ids: Collection[str]) -> Receipt:
+        """Delete ``node_id``'s replica rows of ``chunk_ids`` (it deleted those chunks); return
+        the receipt. A chunk some file needs again meanwhile is left to the repair desk."""
+        now = self.clock.now()
+        async with self.db.write() as s:
+            await self._require_nodes(s, [node_id], "node")
+            files: set[str] = set()
+            for ids in _batches(sorted(set(chunk_ids))):
+                await s.execute(
+                    delete(Replica).where(Replica.node_id == node_id, Replica.chunk_id.in_(ids))
+                )
+                files.update(
+                    (await s.scalars(select(Chunk.file_id).where(Chunk.chunk_id.in_(ids)))).all()
+                )
+            s.add(
+                Event(
+                    at=now,
+                    kind="chunks-reclaimed",
+                    node_id=node_id,
+                    detail=f"{len(chunk_ids)} chunks deleted",
+                )
+            )
+        self.cache.invalidate(files)
+        return Receipt(recorded="chunks-reclaimed", at=now)
 
     # --- audits ---------------------------------------------------------------------------
 

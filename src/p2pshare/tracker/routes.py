@@ -34,6 +34,7 @@ from p2pshare.core.messages import (
     Page,
     Problem,
     Receipt,
+    ReclaimReport,
     RegistrationAck,
     RepairReport,
     ReplicaReport,
@@ -102,15 +103,23 @@ async def announce(body: NodeAnnounce, t: State) -> Response:
     t.liveness.record(body)
     repairs = t.repairs.take(body.node_id)
     audits = t.audits.take(body.node_id)
-    if not repairs and not audits:
+    reclaim = t.repairs.take_reclaims(body.node_id)
+    if not repairs and not audits and not reclaim:
         return Response(t.announce_ack, media_type="application/json")
     ack = AnnounceAck(
         heartbeat_interval=t.settings.heartbeat_interval,
         offline_after=t.liveness.offline_after,
         repairs=repairs,
         audits=audits,
+        reclaim=reclaim,
     )
     return answer(ack)
+
+
+@router.post("/reclaims", response_model=Receipt, tags=["nodes"])
+async def report_reclaim(body: ReclaimReport, t: State) -> Response:
+    """A node confirms it deleted chunks the tracker said no file needs any more."""
+    return answer(await t.repairs.reclaimed(body))
 
 
 @router.post("/audits", response_model=Receipt, tags=["nodes"])

@@ -69,7 +69,8 @@ async def check_output(out: Path, force: bool) -> None:
             raise InvalidInput(f"{out}: already exists (use --force to overwrite)")
         parent = out.parent
         if not parent.is_dir():
-            raise InvalidInput(f"{parent}: no such directory")
+            problem = "not a directory" if parent.exists() else "no such directory"
+            raise InvalidInput(f"{parent}: {problem}")
         if not os.access(parent, os.W_OK | os.X_OK):
             raise InvalidInput(f"{parent}: not writable")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from p2pshare.core.errors import InvalidInput, NotFound, P2PShareError
 from p2pshare.core.manifest import validate_name
-from p2pshare.core.messages import FileDetail, FileSummary, NodeInfo, Page
+from p2pshare.core.messages import FileDetail, FileSummary, NodeInfo, Page, Receipt
 from p2pshare.core.node_messages import (
     DownloadRequest,
     NodeStatus,
@@ -78,6 +78,10 @@ class TransferManager:
     async def file(self, file_id: str) -> FileDetail:
         """Return one file's detail from the tracker."""
         return await self._ctx.tracker.file(file_id)
+
+    async def delete_file(self, file_id: str) -> Receipt:
+        """Withdraw ``file_id`` at the tracker as its owner; its holders reclaim the space."""
+        return await self._ctx.tracker.delete(file_id, self._ctx.identity.node_id)
 
     async def start_upload(self, request: UploadRequest) -> TransferInfo:
         """Check the request's local facts, then start the upload; return its info."""

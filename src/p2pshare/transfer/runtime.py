@@ -31,6 +31,7 @@ from p2pshare.storage.filestore import FileChunkStore
 from p2pshare.transfer.audit import audit_worker
 from p2pshare.transfer.context import NodeContext
 from p2pshare.transfer.manager import TransferManager
+from p2pshare.transfer.reclaim import ReclaimBatch, reclaim_worker
 from p2pshare.transfer.repair import repair_worker
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,7 @@ async def run_node(
             manager = TransferManager(ctx)
             repairs = repair_worker(ctx)
             audits = audit_worker(ctx)
+            reclaims = reclaim_worker(ctx)
             control_app = web.Application(
                 middlewares=[problems_middleware], client_max_size=JSON_BODY_LIMIT
             )
@@ -183,9 +185,14 @@ async def run_node(
                 tasks = [
                     tg.create_task(
                         heartbeat_loop(
-                            tracker, announce, on_repairs=repairs.submit, on_audits=audits.submit
+                            tracker,
+                            announce,
+                            on_repairs=repairs.submit,
+                            on_audits=audits.submit,
+                            on_reclaim=lambda ids: reclaims.submit([ReclaimBatch(tuple(ids))]),
                         )
                     ),
+                    tg.create_task(reclaims.run()),
                     tg.create_task(repairs.run()),
                     tg.create_task(audits.run()),
                     tg.create_task(reporter.run()),

@@ -82,6 +82,7 @@ def test_nodes_go_offline_after_three_intervals(tmp_path: Path) -> None:
                 "offline_after": pytest.approx(3 * interval),
                 "repairs": [],
                 "audits": [],
+                "reclaim": [],
             }
             announce(client, "busy")
             sent = time.monotonic()

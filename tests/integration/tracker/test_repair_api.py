@@ -136,3 +136,42 @@ async def test_a_lost_replica_is_repaired_at_once(start_tracker: StartTracker) -
         assert r.status_code == 200
         [a] = await t.state.repairs.run_once()
         assert (a.chunk_id, a.source, a.target) == (m.chunk_ids[0], "owner", "h3")
+
+
+async def test_withdrawn_chunks_are_reclaimed_unless_another_file_needs_them(
+    start_tracker: StartTracker,
+) -> None:
+    async with start_tracker(heartbeat_interval=INTERVAL, repair_grace=GRACE) as t:
+        await announce(t.client, *(node(n, free=f) for n, f in FREE.items()))
+        m = manifest(2)
+        reg = registration(m, "owner", ["owner", "h1"], replica_target=2)
+        assert (await t.client.post("/v1/files", json=body(reg))).status_code == 201
+        r = await t.client.delete(f"/v1/files/{m.file_id}", params={"node_id": "owner"})
+        assert r.status_code == 200
+        await t.state.repairs.run_once()
+        told = {n: (await announce_ack(t, n, free=FREE[n])).reclaim for n in ("owner", "h1")}
+        assert {n: sorted(ids) for n, ids in told.items()} == {
+            "owner": sorted(m.chunk_ids),
+            "h1": sorted(m.chunk_ids),
+        }
+        assert (await announce_ack(t, "h1", free=FREE["h1"])).reclaim == []  # told once
+
+        # meanwhile the same bytes are registered again (by h2, with h1 acking a copy)
+        again = manifest(2)
+        reg2 = registration(again, "h2", ["h2", "h1"], replica_target=2)
+        assert (await t.client.post("/v1/files", json=body(reg2))).status_code == 201
+        assert await holders(t, again.file_id) == [["h1", "h2", "owner"]] * 2
+        # ... and then h1 confirms it deleted them as told: the tracker believes it, and the
+        # repair desk copies the chunks to another node
+        r = await t.client.post("/v1/reclaims", json={"node_id": "h1", "chunk_ids": told["h1"]})
+        assert r.status_code == 200 and r.json()["recorded"] == "chunks-reclaimed"
+        assert await holders(t, again.file_id) == [["h2", "owner"]] * 2
+        r = await t.client.post(
+            "/v1/reclaims", json={"node_id": "owner", "chunk_ids": told["owner"]}
+        )
+        assert await holders(t, again.file_id) == [["h2"]] * 2
+        plan = await t.state.repairs.run_once()
+        assert sorted((a.chunk_id, a.source, a.target) for a in plan) == sorted(
+            (c, "h2", "h3") for c in again.chunk_ids
+        )
+        assert (await announce_ack(t, "owner", free=FREE["owner"])).reclaim == []
