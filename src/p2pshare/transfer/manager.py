@@ -9,6 +9,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+from p2pshare.core.chunking import validate_chunk_size
 from p2pshare.core.errors import InvalidInput, NotFound, P2PShareError
 from p2pshare.core.manifest import validate_name
 from p2pshare.core.messages import FileDetail, FileSummary, NodeInfo, Page, Receipt
@@ -90,6 +91,8 @@ class TransferManager:
             raise InvalidInput(f"{path}: the node needs an absolute path")
         await check_source(path)
         name = validate_name(request.name or path.name)
+        if request.chunk_size is not None:
+            validate_chunk_size(request.chunk_size)
         transfer = self._new("upload", name)
 
         async def job() -> None:
