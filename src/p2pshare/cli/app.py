@@ -29,7 +29,7 @@ from typer._click import exceptions as click_errors  # typer >= 0.29 vendors cli
 
 from p2pshare import __version__
 from p2pshare.cli.common import Interrupted
-from p2pshare.cli.network_cmds import delete_cmd, files_cmd, info_cmd, peers_cmd
+from p2pshare.cli.network_cmds import delete_cmd, files_cmd, info_cmd, leave_cmd, peers_cmd
 from p2pshare.cli.node_cmd import node_cmd
 from p2pshare.cli.tracker_cmd import tracker_cmd
 from p2pshare.cli.transfer_cmds import download_cmd, upload_cmd
@@ -180,6 +180,7 @@ app.command("info")(info_cmd)
 app.command("upload")(upload_cmd)
 app.command("download")(download_cmd)
 app.command("delete")(delete_cmd)
+app.command("leave")(leave_cmd)
 
 
 @app.command("demo")

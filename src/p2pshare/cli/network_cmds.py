@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
+import time
 from statistics import median
 from typing import TYPE_CHECKING, Annotated
 
@@ -12,13 +14,17 @@ from rich.prompt import Confirm
 from rich.table import Table
 
 from p2pshare.cli.common import Interrupted, node_url, print_json, with_control
+from p2pshare.core.errors import P2PShareError, Unavailable
 from p2pshare.core.ids import validate_id
-from p2pshare.core.messages import Receipt
+from p2pshare.core.messages import DrainStatus, Receipt
 from p2pshare.core.sizes import format_size
 from p2pshare.node.control_client import ControlClient
 
 if TYPE_CHECKING:
     from p2pshare.cli.app import Context
+
+LEAVE_ERRORS = 5
+"""Failed status checks in a row a leaving node may cause while it stops."""
 
 NodeOption = Annotated[
     str | None,
@@ -110,6 +116,58 @@ def delete_cmd(
         print_json({"file_id": file_id, "deleted_at": receipt.at.isoformat()})
         return
     Console().print(f"withdrawn {file_id}; holders will free its space on their next heartbeat")
+
+
+def leave_cmd(
+    ctx: typer.Context,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", metavar="S", min=1, help="Give up waiting after S seconds."),
+    ] = 3600,
+    node: NodeOption = None,
+) -> None:
+    """Leave the network gracefully: your node's chunks are copied to other nodes first.
+
+    Every file keeps its replica target. The node stops by itself once nothing depends on it;
+    this command waits for that (ctrl-C stops waiting, not the leaving).
+    """
+    c: Context = ctx.obj
+    url = node_url(c, node)
+    console = Console(stderr=True)
+
+    async def work(client: ControlClient) -> DrainStatus:
+        status = await client.leave()
+        deadline = time.monotonic() + timeout
+        errors = 0
+        with console.status("") as spinner:
+            while status.chunks_waiting:
+                spinner.update(
+                    f"copying this node's chunks elsewhere: {status.chunks_waiting} of "
+                    f"{status.chunks_held} still wait"
+                )
+                await asyncio.sleep(1)
+                try:
+                    status = await client.leave_status()
+                except Unavailable:
+                    return status.model_copy(update={"chunks_waiting": 0})  # it stopped: left
+                except P2PShareError:
+                    errors += 1  # the node may be stopping right now: look again
+                    if errors > LEAVE_ERRORS:
+                        raise
+                if time.monotonic() > deadline:
+                    raise Unavailable(
+                        f"{status.chunks_waiting} chunks still wait for a copy after "
+                        f"{timeout:.0f}s; the node keeps leaving (run 'p2pshare leave' again)"
+                    )
+        return status
+
+    status = with_control(url, work)
+    if c.json:
+        print_json(status.model_dump(mode="json"))
+        return
+    Console().print(
+        f"left the network: the {status.chunks_held} chunks this node held are on other nodes"
+    )
 
 
 def info_cmd(

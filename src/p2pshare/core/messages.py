@@ -166,6 +166,17 @@ class AnnounceAck(Message):
     )
 
 
+class DrainStatus(Message):
+    """A node leaving gracefully: how many of its chunks still wait for a copy elsewhere."""
+
+    node_id: NodeId
+    draining: bool
+    chunks_held: int = Field(ge=0, description="chunks the tracker lists on this node")
+    chunks_waiting: int = Field(
+        ge=0, description="of those, chunks below their target without this node's copy"
+    )
+
+
 class RepairReport(Message):
     """A node reports how a repair task it was given ended."""
 

@@ -3,6 +3,7 @@
 - ``GET status``: this node; ``GET peers``: online nodes with free space (upload step 2);
 - ``GET files``, ``GET files/{file_id}``: the tracker's catalogue, through this node;
   ``DELETE files/{file_id}``: withdraw a file this node owns;
+- ``POST leave``: leave the network gracefully (``GET leave``: how far it is);
 - ``POST uploads``, ``POST downloads``: start a transfer (answers at once with its id);
 - ``GET transfers``, ``GET transfers/{id}/events`` (progress as JSON lines until it ends),
   ``DELETE transfers/{id}`` (cancel: the transfer stops and stays resumable).
@@ -23,6 +24,7 @@ from p2pshare.core.errors import InvalidInput
 from p2pshare.core.ids import validate_id
 from p2pshare.core.messages import (
     MAX_PAGE_SIZE,
+    DrainStatus,
     FileDetail,
     FileSummary,
     NodeInfo,
@@ -62,6 +64,14 @@ class TransferService(Protocol):
 
     async def delete_file(self, file_id: str) -> Receipt:
         """Withdraw a file this node owns at the tracker; return the tracker's receipt."""
+        ...
+
+    async def leave(self) -> DrainStatus:
+        """Start leaving: chunks are copied elsewhere, then the node stops."""
+        ...
+
+    async def leave_status(self) -> DrainStatus:
+        """Return how many of this node's chunks still wait for a copy elsewhere."""
         ...
 
     async def start_upload(self, request: UploadRequest) -> TransferInfo:
@@ -125,6 +135,14 @@ async def delete_file(request: web.Request) -> web.Response:
     return json_response(await request.app[SERVICE].delete_file(file_id))
 
 
+async def leave(request: web.Request) -> web.Response:
+    return json_response(await request.app[SERVICE].leave(), status=202)
+
+
+async def leave_status(request: web.Request) -> web.Response:
+    return json_response(await request.app[SERVICE].leave_status())
+
+
 async def start_upload(request: web.Request) -> web.Response:
     body = await read_model(request, UploadRequest)
     return json_response(await request.app[SERVICE].start_upload(body), status=202)
@@ -165,6 +183,8 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/v1/control/files", files)
     r.add_get("/v1/control/files/{file_id}", file)
     r.add_delete("/v1/control/files/{file_id}", delete_file)
+    r.add_post("/v1/control/leave", leave)
+    r.add_get("/v1/control/leave", leave_status)
     r.add_post("/v1/control/uploads", start_upload)
     r.add_post("/v1/control/downloads", start_download)
     r.add_get("/v1/control/transfers", transfers)

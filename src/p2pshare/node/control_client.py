@@ -9,7 +9,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from p2pshare.core.errors import RemoteError, Unavailable
 from p2pshare.core.ids import validate_id
-from p2pshare.core.messages import FileDetail, FileSummary, NodeInfo, Page, Receipt
+from p2pshare.core.messages import DrainStatus, FileDetail, FileSummary, NodeInfo, Page, Receipt
 from p2pshare.core.node_messages import (
     DownloadRequest,
     NodeStatus,
@@ -76,6 +76,16 @@ class ControlClient:
         return await call(
             self._session, "GET", self._url(f"/files/{file_id}"), FileDetail, where=self._where
         )
+
+    async def leave(self) -> DrainStatus:
+        """Ask the node to leave the network gracefully."""
+        return await call(
+            self._session, "POST", self._url("/leave"), DrainStatus, where=self._where
+        )
+
+    async def leave_status(self) -> DrainStatus:
+        """Return how far the node's leaving is."""
+        return await call(self._session, "GET", self._url("/leave"), DrainStatus, where=self._where)
 
     async def delete_file(self, file_id: str) -> Receipt:
         """Withdraw a file this node owns; return the tracker's receipt."""

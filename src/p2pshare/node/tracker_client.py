@@ -12,6 +12,7 @@ from p2pshare.core.messages import (
     AnnounceAck,
     AuditReport,
     DownloadReport,
+    DrainStatus,
     FileDetail,
     FileRegistration,
     FileSummary,
@@ -118,6 +119,26 @@ class TrackerClient:
     async def repair(self, body: RepairReport) -> Receipt:
         """Report how a repair task ended."""
         return await self._post("/repairs", body, Receipt)
+
+    async def drain(self, node_id: str) -> DrainStatus:
+        """Say this node is leaving: its chunks are to be copied elsewhere."""
+        return await call(
+            self._session,
+            "POST",
+            self._url(f"/nodes/{node_id}/drain"),
+            DrainStatus,
+            where=self._where,
+        )
+
+    async def drain_status(self, node_id: str) -> DrainStatus:
+        """Return how many of this node's chunks still wait for a copy elsewhere."""
+        return await call(
+            self._session,
+            "GET",
+            self._url(f"/nodes/{node_id}/drain"),
+            DrainStatus,
+            where=self._where,
+        )
 
     async def reclaimed(self, body: ReclaimReport) -> Receipt:
         """Confirm chunks deleted on the tracker's word."""

@@ -19,6 +19,10 @@ a node that already holds it, so a repeated task is a no-op there. A node that c
 within the grace period is simply live again; one that comes back later is counted again too
 (its replica rows stay), which may leave a chunk above its target.
 
+A node leaving gracefully (``POST /v1/nodes/{id}/drain``) is **draining**: its copies stop
+counting toward targets (so every chunk it holds is repaired onto other nodes, with it as a
+source) and it is never a target; it polls the drain status and stops once no chunk waits.
+
 The desk also tells holders which chunks no available file contains any more (after an owner
 withdrew a file): up to ``MAX_RECLAIMS_PER_ANNOUNCE`` with each announce answer; the node
 deletes them and confirms with ``POST /v1/reclaims``, and the replica rows go (if a file that
@@ -39,6 +43,7 @@ from p2pshare.core.errors import Forbidden, NotFound
 from p2pshare.core.messages import (
     MAX_RECLAIMS_PER_ANNOUNCE,
     MAX_REPAIRS_PER_ANNOUNCE,
+    DrainStatus,
     Receipt,
     ReclaimReport,
     RepairReport,
@@ -90,6 +95,7 @@ class RepairDesk:
         self._dirty: dict[str, None] = {}
         self._outbox: Outbox[RepairTask] = Outbox()
         self._reclaims: Outbox[str] = Outbox()
+        self._draining: set[str] = set()
         self._tried: dict[str, dict[str, float]] = {}
         self._expired: set[str] = set()
         self._sweep_cursor = ""
@@ -108,6 +114,37 @@ class RepairDesk:
         """Return the tasks queued for ``node_id`` (called when it announces)."""
         return self._outbox.take(
             node_id, MAX_REPAIRS_PER_ANNOUNCE, self._clock.monotonic(), self._task_ttl
+        )
+
+    async def drain(self, node_id: str) -> DrainStatus:
+        """Start copying every chunk of ``node_id`` elsewhere (it is leaving); its status.
+
+        A draining node still serves as a source, but its copies no longer count and it is
+        never a target. Idempotent. Raises :class:`NotFound` for a node not online.
+        """
+        if not self._liveness.is_online(node_id):
+            raise NotFound(f"node {node_id} is not online")
+        if node_id not in self._draining:
+            self._draining.add(node_id)
+            held = await self._repo.chunks_held_by(node_id)
+            log.info("node %s is leaving: %d chunks to copy elsewhere", node_id, len(held))
+            self.mark(held)
+        return await self.drain_status(node_id)
+
+    async def drain_status(self, node_id: str) -> DrainStatus:
+        """Return how many of ``node_id``'s chunks still need a copy without it."""
+        held = await self._repo.chunks_held_by(node_id)
+        known = await self._repo.chunk_replicas(held)
+        now = self._clock.monotonic()
+        waiting = 0
+        for _cid, (_size, target, holders) in known.items():
+            others = sum(1 for n, good in holders if good and n != node_id and self._counts(n, now))
+            waiting += others < target
+        return DrainStatus(
+            node_id=node_id,
+            draining=node_id in self._draining,
+            chunks_held=len(held),
+            chunks_waiting=waiting,
         )
 
     def take_reclaims(self, node_id: str) -> list[str]:
@@ -185,7 +222,7 @@ class RepairDesk:
         for cid, (size, target, holders) in known.items():
             tried = {n for n, until in self._tried.get(cid, {}).items() if until > now}
             replicas = tuple(
-                Replica(n, online=self._liveness.is_online(n), live=self._live(n, now), good=g)
+                Replica(n, online=self._liveness.is_online(n), live=self._counts(n, now), good=g)
                 for n, g in holders
             )
             states.append(
@@ -194,6 +231,7 @@ class RepairDesk:
         free = {
             st.announce.node_id: st.announce.free_bytes - promised.get(st.announce.node_id, 0)
             for st in self._liveness.online()
+            if st.announce.node_id not in self._draining
         }
         room = max(0, BUDGET - len(self._outbox))
         plan = plan_repairs(
@@ -209,6 +247,10 @@ class RepairDesk:
         return plan
 
     # --- helpers --------------------------------------------------------------------------
+
+    def _counts(self, node_id: str, now: float) -> bool:
+        """Whether ``node_id``'s copies count toward targets: live and not leaving."""
+        return node_id not in self._draining and self._live(node_id, now)
 
     def _live(self, node_id: str, now: float) -> bool:
         state = self._liveness.get(node_id)

@@ -23,6 +23,7 @@ from p2pshare.core.messages import (
     AnnounceAck,
     AuditReport,
     DownloadReport,
+    DrainStatus,
     FileDetail,
     FileRegistration,
     FileSummary,
@@ -141,6 +142,18 @@ async def report_repair(body: RepairReport, t: State) -> Response:
     return answer(await t.repairs.report(body))
 
 
+@router.post("/nodes/{node_id}/drain", response_model=DrainStatus, tags=["nodes"])
+async def start_drain(node_id: str, t: State) -> Response:
+    """A node is leaving: copy its chunks elsewhere; answers how many still wait."""
+    return answer(await t.repairs.drain(_valid_node_id(node_id)))
+
+
+@router.get("/nodes/{node_id}/drain", response_model=DrainStatus, tags=["nodes"])
+async def drain_status(node_id: str, t: State) -> Response:
+    """How many of a node's chunks still need a copy without it."""
+    return answer(await t.repairs.drain_status(_valid_node_id(node_id)))
+
+
 @router.get("/nodes", response_model=Page[NodeInfo], tags=["nodes"])
 async def list_nodes(
     t: State,
@@ -234,12 +247,16 @@ async def delete_file(
     node_id: Annotated[str, Query(max_length=64, description="the owner's node id")],
 ) -> Response:
     """The owner withdraws the file (idempotent)."""
+    return answer(await t.repo.delete_file(file_id, _valid_node_id(node_id)))
+
+
+def _valid_node_id(node_id: str) -> str:
+    """Return ``node_id`` if well-formed; raise :class:`InvalidInput` naming the field."""
     try:
-        node = _node_id.validate_python(node_id)
+        return _node_id.validate_python(node_id)
     except ValidationError as exc:
         msg = exc.errors(include_url=False)[0]["msg"]
         raise InvalidInput(f"node_id: {msg}") from None
-    return answer(await t.repo.delete_file(file_id, node))
 
 
 # --- the service ----------------------------------------------------------------------------

@@ -12,7 +12,14 @@ from pathlib import Path
 from p2pshare.core.chunking import validate_chunk_size
 from p2pshare.core.errors import InvalidInput, NotFound, P2PShareError
 from p2pshare.core.manifest import validate_name
-from p2pshare.core.messages import FileDetail, FileSummary, NodeInfo, Page, Receipt
+from p2pshare.core.messages import (
+    DrainStatus,
+    FileDetail,
+    FileSummary,
+    NodeInfo,
+    Page,
+    Receipt,
+)
 from p2pshare.core.node_messages import (
     DownloadRequest,
     NodeStatus,
@@ -28,6 +35,9 @@ from p2pshare.transfer.upload import check_source, upload
 
 log = logging.getLogger(__name__)
 
+DRAIN_POLL = 1.0
+"""Seconds between checks of a leaving node's drain status."""
+
 MAX_KEPT = 1000
 """Finished transfers remembered for listing; older ones are forgotten."""
 
@@ -37,8 +47,10 @@ Job = Callable[[], Awaitable[None]]
 class TransferManager:
     """Runs transfers for the control API. Call :meth:`run` in the node's task group."""
 
-    def __init__(self, ctx: NodeContext) -> None:
+    def __init__(self, ctx: NodeContext, *, on_left: Callable[[], None] = lambda: None) -> None:
         self._ctx = ctx
+        self._on_left = on_left
+        self._leaving: asyncio.Task[None] | None = None
         self._transfers: dict[str, Transfer] = {}
         self._jobs: asyncio.Queue[tuple[Transfer, Job]] = asyncio.Queue()
         self._busy_files: set[str] = set()
@@ -79,6 +91,37 @@ class TransferManager:
     async def file(self, file_id: str) -> FileDetail:
         """Return one file's detail from the tracker."""
         return await self._ctx.tracker.file(file_id)
+
+    async def leave(self) -> DrainStatus:
+        """Start leaving the network: the tracker copies this node's chunks elsewhere, and the
+        node stops once none waits (checked every second). Idempotent."""
+        me = self._ctx.identity.node_id
+        status = await self._ctx.tracker.drain(me)
+        if self._leaving is None:
+            self._leaving = asyncio.create_task(self._wait_drained(), name="leaving")
+        return status
+
+    async def leave_status(self) -> DrainStatus:
+        """Return how many of this node's chunks still wait for a copy elsewhere."""
+        return await self._ctx.tracker.drain_status(self._ctx.identity.node_id)
+
+    async def _wait_drained(self) -> None:
+        me = self._ctx.identity.node_id
+        while True:
+            await asyncio.sleep(DRAIN_POLL)
+            try:
+                status = await self._ctx.tracker.drain_status(me)
+            except P2PShareError as exc:
+                log.warning("leaving: drain status unavailable: %s", exc.detail)
+                continue
+            if status.chunks_waiting == 0 and not self.busy():
+                log.info("left the network: every chunk is held elsewhere; stopping")
+                self._on_left()
+                return
+
+    def busy(self) -> bool:
+        """Whether a transfer is still running."""
+        return any(t.task is not None and not t.task.done() for t in self._transfers.values())
 
     async def delete_file(self, file_id: str) -> Receipt:
         """Withdraw ``file_id`` at the tracker as its owner; its holders reclaim the space."""

@@ -154,7 +154,7 @@ async def run_node(
                 data_dir=opts.data_dir,
                 chunk_size=opts.chunk_size,
             )
-            manager = TransferManager(ctx)
+            manager = TransferManager(ctx, on_left=stop.set)
             repairs = repair_worker(ctx)
             audits = audit_worker(ctx)
             reclaims = reclaim_worker(ctx)

@@ -132,3 +132,41 @@ def test_a_corrupt_copy_is_found_by_an_audit_and_repaired(tmp_path: Path) -> Non
         assert c.download(fresh, file_id, out)["sha256"] == digest == sha256(out)
     finally:
         c.close()
+
+
+def test_a_node_that_leaves_gracefully_keeps_every_file_at_its_target(tmp_path: Path) -> None:
+    c = Cluster(tmp_path)
+    try:
+        c.start_tracker("--repair-grace", "600")  # no repair by silence: only the leave
+        for i in range(1, 6):
+            c.start_node(f"n{i}", "64MiB")
+        c.wait_online(5)
+        src = tmp_path / "kept.bin"
+        digest = make_file(src, 6 * 64 * 1024 + 1)
+        n1 = c.nodes["n1"]
+        up = c.upload(n1, src, "--replicas", "2", "--chunk-size", "64KiB")
+        d = c.get(f"/v1/files/{up['file_id']}")
+        by_id = {n.node_id: n for n in c.nodes.values()}
+        leaver = max(
+            (by_id[h["node_id"]] for ch in d["chunks"] for h in ch["holders"]),
+            key=lambda n: (
+                sum(1 for ch in d["chunks"] for h in ch["holders"] if h["node_id"] == n.node_id)
+                if n is not n1
+                else -1
+            ),
+        )
+        assert leaver is not n1
+        done = c.cli_json(leaver, "leave", "--timeout", "60")
+        assert done["node_id"] == leaver.node_id and done["chunks_held"] > 0
+        assert leaver.proc.popen.wait(timeout=30) == 0  # it stopped by itself, cleanly
+        d = c.get(f"/v1/files/{up['file_id']}")
+        for ch in d["chunks"]:
+            others = [h for h in ch["holders"] if h["node_id"] != leaver.node_id]
+            assert len(others) >= d["replica_target"], ch
+            for h in others:
+                assert by_id[h["node_id"]].chunk_path(ch["chunk_id"]).is_file()
+        fresh = c.start_node("n6", "64MiB")
+        out = tmp_path / "copy.bin"
+        assert c.download(fresh, up["file_id"], out)["sha256"] == digest == sha256(out)
+    finally:
+        c.close()

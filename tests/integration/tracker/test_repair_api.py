@@ -175,3 +175,40 @@ async def test_withdrawn_chunks_are_reclaimed_unless_another_file_needs_them(
             (c, "h2", "h3") for c in again.chunk_ids
         )
         assert (await announce_ack(t, "owner", free=FREE["owner"])).reclaim == []
+
+
+async def test_a_draining_node_is_copied_away_from_and_never_copied_to(
+    start_tracker: StartTracker,
+) -> None:
+    async with start_tracker(heartbeat_interval=INTERVAL, repair_grace=GRACE) as t:
+        await announce(t.client, *(node(n, free=f) for n, f in FREE.items()))
+        m = manifest(2)
+        reg = registration(m, "owner", ["owner", "h1"], replica_target=2)
+        assert (await t.client.post("/v1/files", json=body(reg))).status_code == 201
+        assert_problem(await t.client.post("/v1/nodes/ghost/drain"), 404, "not-found")
+        assert_problem(await t.client.post("/v1/nodes/x!/drain"), 400, "invalid-input")
+        r = await t.client.post("/v1/nodes/h1/drain")
+        assert r.status_code == 200, r.text
+        assert r.json() == {
+            "node_id": "h1",
+            "draining": True,
+            "chunks_held": 2,
+            "chunks_waiting": 2,
+        }
+        # h3 (the most room, holds nothing) leaves too: never a target
+        assert (await t.client.post("/v1/nodes/h3/drain")).json()["chunks_waiting"] == 0
+        plan = await t.state.repairs.run_once()
+        assert len(plan) == 2
+        assert all(a.target == "h2" and a.source in {"owner", "h1"} for a in plan)
+        tasks = {}
+        for src in {a.source for a in plan}:
+            for task in (await announce_ack(t, src, free=FREE.get(src, 10**12))).repairs:
+                tasks[task.task_id] = src
+        for task_id, src in tasks.items():
+            r = await t.client.post(
+                "/v1/repairs", json={"node_id": src, "task_id": task_id, "ok": True}
+            )
+            assert r.status_code == 200
+        r = await t.client.get("/v1/nodes/h1/drain")
+        assert r.json()["chunks_waiting"] == 0, (plan, tasks, await holders(t, m.file_id))
+        assert await t.state.repairs.run_once() == []
