@@ -171,6 +171,15 @@ class Settings(BaseSettings):
     node_url: HttpUrl = Field(
         "http://127.0.0.1:7072", description="control URL of the local node, used by the CLI"
     )
+    max_upload_rate: Size | None = Field(
+        None, description="bytes per second this node sends at most, e.g. 10MiB (none: no cap)"
+    )
+    max_download_rate: Size | None = Field(
+        None, description="bytes per second this node receives at most (none: no cap)"
+    )
+    max_peers_served: int = Field(
+        32, ge=1, le=4096, description="chunk downloads this node serves at once"
+    )
     replicas: int = Field(2, ge=1, le=16, description="holders per uploaded chunk besides you")
 
     @classmethod

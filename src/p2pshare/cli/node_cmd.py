@@ -72,6 +72,34 @@ def node_cmd(
         str | None,
         typer.Option("--name", help="This node's name as others see it.", show_default=False),
     ] = None,
+    max_upload_rate: Annotated[
+        str | None,
+        typer.Option(
+            "--max-upload-rate",
+            metavar="SIZE",
+            help="Bytes per second this node sends at most, e.g. 10MiB [default: no cap].",
+            show_default=False,
+        ),
+    ] = None,
+    max_download_rate: Annotated[
+        str | None,
+        typer.Option(
+            "--max-download-rate",
+            metavar="SIZE",
+            help="Bytes per second this node receives at most [default: no cap].",
+            show_default=False,
+        ),
+    ] = None,
+    max_peers_served: Annotated[
+        int | None,
+        typer.Option(
+            "--max-peers-served",
+            min=1,
+            max=4096,
+            help="Chunk downloads served at once; more are told to ask elsewhere [default: 32].",
+            show_default=False,
+        ),
+    ] = None,
     public_address: Annotated[
         str | None,
         typer.Option(
@@ -104,6 +132,9 @@ def node_cmd(
             "storage": storage,
             "node_name": name,
             "public_address": public_address,
+            "max_upload_rate": max_upload_rate,
+            "max_download_rate": max_download_rate,
+            "max_peers_served": max_peers_served,
         },
     )
     setup_logging(settings)
@@ -117,6 +148,9 @@ def node_cmd(
         name=settings.node_name,
         public_address=settings.public_address,
         chunk_size=settings.chunk_size,
+        max_upload_rate=settings.max_upload_rate,
+        max_download_rate=settings.max_download_rate,
+        max_peers_served=settings.max_peers_served,
     )
 
     def ready(r: NodeReady) -> None:

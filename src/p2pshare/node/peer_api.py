@@ -10,13 +10,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from aiohttp import web
 
 from p2pshare.core.audit import ProofHasher
-from p2pshare.core.errors import InvalidInput, NotFound, PayloadTooLarge
+from p2pshare.core.errors import InvalidInput, NotFound, PayloadTooLarge, Unavailable
 from p2pshare.core.ids import validate_id
 from p2pshare.core.node_messages import (
     AckReceipt,
@@ -28,10 +29,17 @@ from p2pshare.core.node_messages import (
     ReservationRequest,
 )
 from p2pshare.node.identity import NodeIdentity
+from p2pshare.node.limits import RateLimiter
 from p2pshare.node.problems import json_response, read_model
 from p2pshare.storage.filestore import FileChunkStore
 
 STORE = web.AppKey("store", FileChunkStore)
+UPLOAD_LIMIT = web.AppKey("upload_limit", RateLimiter)
+"""Paces the bytes this node serves (optional: unlimited when absent)."""
+DOWNLOAD_LIMIT = web.AppKey("download_limit", RateLimiter)
+"""Paces the bytes pushed to this node (optional)."""
+SERVING = web.AppKey("serving", asyncio.Semaphore)
+"""Caps the chunk downloads served at once (optional); beyond it a fetch gets 503."""
 IDENTITY = web.AppKey("identity", NodeIdentity)
 ON_ACK = web.AppKey("on_ack", Callable[[DownloadAck], None])
 """Called with each valid downloader ack (the holder's report to the tracker goes from there)."""
@@ -76,8 +84,10 @@ async def put_chunk(request: web.Request) -> web.Response:
         raise PayloadTooLarge(
             f"chunk of {length} bytes is above the {store.max_chunk_size} this node accepts"
         )
+    pieces = request.content.iter_chunked(PIECE)
+    limit = request.app.get(DOWNLOAD_LIMIT)
     result = await store.put(
-        chunk_id, request.content.iter_chunked(PIECE), reservation_id=reservation
+        chunk_id, limit.paced(pieces) if limit else pieces, reservation_id=reservation
     )
     receipt = ChunkReceipt(
         holder=request.app[IDENTITY].node_id,
@@ -89,15 +99,40 @@ async def put_chunk(request: web.Request) -> web.Response:
 
 
 async def get_chunk(request: web.Request) -> web.StreamResponse:
-    """Serve a chunk's bytes (``sendfile`` from the chunk file); 404 when absent."""
+    """Serve a chunk's bytes (``sendfile`` from the chunk file, or paced pieces under an
+    upload rate limit); 404 when absent, 503 when already serving as many as allowed."""
     store = request.app[STORE]
     chunk_id = validate_id(request.match_info["chunk_id"], "chunk id")
-    path = store.path(chunk_id)
-    if not await store.has(chunk_id):
-        raise NotFound(f"this node has no chunk {chunk_id}")
-    return web.FileResponse(
-        path, chunk_size=PIECE, headers={"Content-Type": "application/octet-stream"}
-    )
+    serving = request.app.get(SERVING)
+    if serving is not None and serving.locked():
+        raise Unavailable("this node is serving as many peers as it allows; ask another holder")
+    async with serving if serving is not None else contextlib.nullcontext():
+        if not await store.has(chunk_id):
+            raise NotFound(f"this node has no chunk {chunk_id}")
+        limit = request.app.get(UPLOAD_LIMIT)
+        if limit is None or not limit.rate or request.method == "HEAD":
+            resp = web.FileResponse(
+                store.path(chunk_id),
+                chunk_size=PIECE,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+            await resp.prepare(request)  # sent here, while this request holds its slot
+            return resp
+        return await _paced_chunk(request, store, chunk_id, limit)
+
+
+async def _paced_chunk(
+    request: web.Request, store: FileChunkStore, chunk_id: str, limit: RateLimiter
+) -> web.StreamResponse:
+    reader = await store.get(chunk_id)
+    async with reader:
+        resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        resp.content_length = reader.size
+        await resp.prepare(request)
+        async for piece in limit.paced(reader):
+            await resp.write(piece)
+        await resp.write_eof()
+    return resp
 
 
 async def ack(request: web.Request) -> web.Response:

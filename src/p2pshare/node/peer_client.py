@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import aiohttp
 
 from p2pshare.core.errors import RemoteError
@@ -16,13 +18,22 @@ from p2pshare.core.node_messages import (
     ReservationRequest,
 )
 from p2pshare.node.http import TRANSFER_TIMEOUT, call, mapped_errors, raise_for_problem
+from p2pshare.node.limits import Piece, RateLimiter, pieces_of
 
 
 class PeerClient:
     """Calls to other nodes' peer APIs over a shared session (which the caller owns)."""
 
-    def __init__(self, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        upload: RateLimiter | None = None,
+        download: RateLimiter | None = None,
+    ) -> None:
         self._session = session
+        self._up = upload or RateLimiter(None)
+        self._down = download or RateLimiter(None)
 
     async def reserve(self, address: str, body: ReservationRequest) -> ReservationGrant:
         """Ask the node at ``address`` for a reservation; raise QuotaExceeded when it is full."""
@@ -53,13 +64,17 @@ class PeerClient:
         """
         validate_id(chunk_id, "chunk id")
         where = f"node {address}"
+        body: bytes | AsyncIterator[Piece] = (
+            self._up.paced(pieces_of(data)) if self._up.rate else data
+        )
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(data))}
         async with (
             mapped_errors(where),
             self._session.put(
                 f"{address}/v1/chunks/{chunk_id}",
                 params={"reservation": reservation_id},
-                data=data,
-                headers={"Content-Type": "application/octet-stream"},
+                data=body,
+                headers=headers,
                 timeout=TRANSFER_TIMEOUT,
             ) as resp,
         ):
@@ -91,7 +106,7 @@ class PeerClient:
                     f"{where}: chunk {chunk_id[:12]} is {resp.content_length} bytes, "
                     f"expected {size}"
                 )
-            async for piece in resp.content.iter_chunked(1 << 20):
+            async for piece in self._down.paced(resp.content.iter_chunked(1 << 20)):
                 end = got + len(piece)
                 if end > size:
                     raise RemoteError(f"{where}: chunk {chunk_id[:12]} is longer than {size}")

@@ -24,6 +24,7 @@ from p2pshare.node import control_api, peer_api
 from p2pshare.node.heartbeat import ServedReporter, heartbeat_loop
 from p2pshare.node.http import new_session
 from p2pshare.node.identity import NodeIdentity, load_or_create_node_id
+from p2pshare.node.limits import RateLimiter
 from p2pshare.node.peer_client import PeerClient
 from p2pshare.node.problems import problems_middleware
 from p2pshare.node.tracker_client import TrackerClient
@@ -56,6 +57,10 @@ class NodeOptions:
     public_address: str | None = None
     """the URL other nodes use to reach this one (default: http://HOST:PORT)"""
     chunk_size: int = 4 << 20
+    max_upload_rate: int | None = None
+    """bytes per second sent at most (None: no cap)"""
+    max_download_rate: int | None = None
+    max_peers_served: int = 32
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,11 @@ async def run_node(
             )
             peer_api.add_routes(peer_app)
             peer_app[peer_api.STORE] = store
+            up_limit = RateLimiter(opts.max_upload_rate)
+            down_limit = RateLimiter(opts.max_download_rate)
+            peer_app[peer_api.UPLOAD_LIMIT] = up_limit
+            peer_app[peer_api.DOWNLOAD_LIMIT] = down_limit
+            peer_app[peer_api.SERVING] = asyncio.Semaphore(opts.max_peers_served)
             peer_app[peer_api.ON_ACK] = reporter.record
             peer_runner = web.AppRunner(peer_app, access_log=None)
             await peer_runner.setup()
@@ -150,7 +160,7 @@ async def run_node(
                 store=store,
                 identity=identity,
                 tracker=tracker,
-                peers=PeerClient(session),
+                peers=PeerClient(session, upload=up_limit, download=down_limit),
                 data_dir=opts.data_dir,
                 chunk_size=opts.chunk_size,
             )
