@@ -273,12 +273,16 @@ def print_upload_summary(console: Console, result: TransferResult) -> None:
 
 
 def print_download_summary(console: Console, result: TransferResult) -> None:
-    """Print a download's one-line summary."""
+    """Print a download's one-line summary and which nodes served it."""
     rate = result.size / result.seconds / 2**20 if result.seconds > 0 else 0.0
     console.print(
         f"downloaded {result.name} to {result.path}: {format_size(result.size)} in "
         f"{result.seconds:.1f}s ({rate:.1f} MiB/s), sha256 {result.sha256} verified"
     )
+    if result.holders:
+        console.print(
+            "  from " + ", ".join(f"{s.name} ({s.chunks} chunks)" for s in result.holders)
+        )
 
 
 def download_cmd(
@@ -317,6 +321,7 @@ def download_cmd(
                 "sha256": result.sha256,
                 "bytes": result.size,
                 "seconds": result.seconds,
+                "sources": [s.model_dump(mode="json") for s in result.holders],
             }
         )
         return

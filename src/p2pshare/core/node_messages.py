@@ -109,7 +109,7 @@ TransferState = Literal[
 
 
 class HolderShare(Message):
-    """Where an upload put its chunks: one line per holder."""
+    """Where an upload put its chunks, or where a download got them: one line per node."""
 
     node_id: NodeId
     name: NodeName
@@ -128,7 +128,10 @@ class TransferResult(Message):
     sha256: HexId
     path: str
     seconds: float
-    holders: list[HolderShare] = Field(default_factory=list)
+    holders: list[HolderShare] = Field(
+        default_factory=list,
+        description="upload: where the chunks went; download: which nodes served them",
+    )
     replicas: int | None = None
 
 

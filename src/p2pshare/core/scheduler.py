@@ -13,7 +13,11 @@ reports each outcome with :meth:`done` or :meth:`failed`. The rules:
   in :attr:`bad_holders` for the caller to report, and a holder with ``max_errors`` failures in
   a row is dropped for the whole download;
 - a chunk with no usable holder left is **stuck**; :attr:`stuck` lists them so the caller can
-  stop with a clear message instead of waiting.
+  stop with a clear message instead of waiting;
+- **endgame**: once every chunk left is in flight and at most ``endgame`` are left, each also
+  goes to a second usable holder (within ``per_holder``); the first copy to arrive wins, and
+  :meth:`cancelled` hands the caller the now useless requests to stop, so one slow or cut
+  holder cannot hold up the end of a download.
 
 A chunk id that appears at several indices of a file is fetched once; the caller writes it at
 every offset (see :attr:`ChunkSource.indices`).
@@ -26,6 +30,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 FailureKind = Literal["error", "timeout", "bad-hash"]
+ENDGAME_COPIES = 2
+"""Requests in flight at once for one chunk during the endgame."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +56,7 @@ class Request:
 class _Chunk:
     source: ChunkSource
     tried: set[str] = field(default_factory=set)
-    in_flight: str | None = None
+    in_flight: set[str] = field(default_factory=set)
     done: bool = False
 
 
@@ -64,8 +70,9 @@ class DownloadScheduler:
         per_holder: int = 4,
         total: int = 16,
         max_errors: int = 3,
+        endgame: int = 4,
     ) -> None:
-        if per_holder < 1 or total < 1 or max_errors < 1:
+        if per_holder < 1 or total < 1 or max_errors < 1 or endgame < 0:
             raise ValueError("per_holder, total and max_errors must be at least 1")
         self._chunks: dict[str, _Chunk] = {}
         for s in sources:
@@ -75,6 +82,8 @@ class DownloadScheduler:
         self.per_holder = per_holder
         self.total = total
         self.max_errors = max_errors
+        self.endgame = endgame
+        self._cancelled: list[Request] = []
         self._load: dict[str, int] = {}
         self._errors_in_row: dict[str, int] = {}
         self._errors: dict[str, int] = {}
@@ -113,7 +122,7 @@ class DownloadScheduler:
         return [
             cid
             for cid, c in self._chunks.items()
-            if not c.done and c.in_flight is None and not self._usable(c)
+            if not c.done and not c.in_flight and not self._usable(c)
         ]
 
     def _usable(self, c: _Chunk) -> list[str]:
@@ -124,28 +133,50 @@ class DownloadScheduler:
     def next_requests(self) -> list[Request]:
         """Return new requests up to the bounds, and mark them in flight."""
         out: list[Request] = []
-        waiting = [c for c in self._chunks.values() if not c.done and c.in_flight is None]
+        left = [c for c in self._chunks.values() if not c.done]
+        waiting = [c for c in left if not c.in_flight]
         waiting.sort(key=lambda c: (len(self._usable(c)), c.source.indices[0]))
         for c in waiting:
             if self.in_flight >= self.total:
                 break
-            candidates = [h for h in self._usable(c) if self._load.get(h, 0) < self.per_holder]
-            if not candidates:
-                continue
-            holder = min(
-                candidates,
-                key=lambda h: (self._load.get(h, 0), self._errors.get(h, 0), self._order[h]),
-            )
-            c.in_flight = holder
-            self._load[holder] = self._load.get(holder, 0) + 1
-            out.append(Request(c.source.chunk_id, holder))
+            self._ask(c, out)
+        if not left or len(left) > self.endgame or any(not c.in_flight for c in left):
+            return out
+        # endgame: a second holder for each chunk still in flight (fewest copies first)
+        for c in sorted(left, key=lambda c: (len(c.in_flight), c.source.indices[0])):
+            if self.in_flight >= self.total:
+                break
+            if len(c.in_flight) < ENDGAME_COPIES:
+                self._ask(c, out)
+        return out
+
+    def _ask(self, c: _Chunk, out: list[Request]) -> None:
+        candidates = [
+            h
+            for h in self._usable(c)
+            if h not in c.in_flight and self._load.get(h, 0) < self.per_holder
+        ]
+        if not candidates:
+            return
+        holder = min(
+            candidates,
+            key=lambda h: (self._load.get(h, 0), self._errors.get(h, 0), self._order[h]),
+        )
+        c.in_flight.add(holder)
+        self._load[holder] = self._load.get(holder, 0) + 1
+        out.append(Request(c.source.chunk_id, holder))
+
+    def cancelled(self) -> list[Request]:
+        """Return (and forget) the requests made useless since the last call: another holder
+        delivered their chunk first. The caller stops them and reports nothing for them."""
+        out, self._cancelled = self._cancelled, []
         return out
 
     def _settle(self, chunk_id: str, holder: str) -> _Chunk:
         c = self._chunks.get(chunk_id)
-        if c is None or c.in_flight != holder:
+        if c is None or holder not in c.in_flight:
             raise ValueError(f"no request for chunk {chunk_id} from {holder} is in flight")
-        c.in_flight = None
+        c.in_flight.discard(holder)
         self._load[holder] -= 1
         return c
 
@@ -154,6 +185,10 @@ class DownloadScheduler:
         c = self._settle(chunk_id, holder)
         c.done = True
         self._errors_in_row[holder] = 0
+        for other in sorted(c.in_flight):
+            self._load[other] -= 1
+            self._cancelled.append(Request(chunk_id, other))
+        c.in_flight.clear()
         return c.source
 
     def failed(self, chunk_id: str, holder: str, kind: FailureKind) -> None:
@@ -170,14 +205,17 @@ class DownloadScheduler:
     def mark_done(self, chunk_id: str) -> None:
         """Record a chunk as already present (resume); it is not fetched."""
         c = self._chunks[chunk_id]
-        if c.in_flight is not None:
+        if c.in_flight:
             raise ValueError(f"chunk {chunk_id} is in flight")
         c.done = True
 
-    def add_holder(self, chunk_id: str, holder: str) -> None:
-        """Add a source for a chunk (a new holder or leecher learned from the tracker)."""
-        c = self._chunks[chunk_id]
-        if holder not in c.source.holders:
-            s = c.source
-            c.source = ChunkSource(s.chunk_id, s.size, s.indices, (*s.holders, holder))
-            self._order.setdefault(holder, len(self._order))
+    def add_holder(self, chunk_id: str, holder: str) -> bool:
+        """Add a source for a chunk not yet fetched (a holder or another downloader learned
+        from the tracker); return whether it is new. Unknown and finished chunks are ignored."""
+        c = self._chunks.get(chunk_id)
+        if c is None or c.done or holder in c.source.holders:
+            return False
+        s = c.source
+        c.source = ChunkSource(s.chunk_id, s.size, s.indices, (*s.holders, holder))
+        self._order.setdefault(holder, len(self._order))
+        return True

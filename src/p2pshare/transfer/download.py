@@ -42,7 +42,12 @@ from p2pshare.core.messages import (
     LeecherUpdate,
     ReplicaReport,
 )
-from p2pshare.core.node_messages import DownloadAck, DownloadRequest, TransferResult
+from p2pshare.core.node_messages import (
+    DownloadAck,
+    DownloadRequest,
+    HolderShare,
+    TransferResult,
+)
 from p2pshare.core.scheduler import ChunkSource, DownloadScheduler, FailureKind
 from p2pshare.transfer.context import NodeContext
 from p2pshare.transfer.progress import Transfer
@@ -52,6 +57,8 @@ log = logging.getLogger(__name__)
 
 REPORT_ATTEMPTS = 3
 HASH_PIECE = 4 << 20
+SWARM_PERIOD = 2.0
+"""Seconds between reports of chunks held and looks for new sources while fetching."""
 
 
 def part_paths(out: Path) -> tuple[Path, Path]:
@@ -167,7 +174,7 @@ async def download(ctx: NodeContext, req: DownloadRequest, t: Transfer) -> Trans
     await ctx.tracker.leecher(manifest.file_id, LeecherUpdate(node_id=me, state="started"))
     fd = await asyncio.to_thread(_open_part, part, manifest.size)
     record, entries = await asyncio.to_thread(JsonLines.open, record_path)
-    kept: list[str] = []
+    kept = _Held()
     served: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # holder -> [chunks, bytes]
     try:
         t.move("fetching", f"fetching {len(sources)} chunks")
@@ -193,6 +200,12 @@ async def download(ctx: NodeContext, req: DownloadRequest, t: Transfer) -> Trans
     await asyncio.to_thread(record.remove)
 
     await _after(ctx, manifest.file_id, manifest.size, served, addresses, kept, t)
+    names = {n.node_id: n.name for n in (*detail.seeders, *detail.leechers)}
+    sources = [
+        HolderShare(node_id=h, name=names.get(h, h), address=addresses[h], chunks=c, bytes=b)
+        for h, (c, b) in sorted(served.items())
+        if c
+    ]
     return TransferResult(
         file_id=manifest.file_id,
         name=manifest.name,
@@ -201,6 +214,7 @@ async def download(ctx: NodeContext, req: DownloadRequest, t: Transfer) -> Trans
         sha256=manifest.sha256,
         path=str(out),
         seconds=round(time.monotonic() - started, 3),
+        holders=sources,
     )
 
 
@@ -214,7 +228,7 @@ async def _resume(
     sizes: dict[str, int],
     plan: ChunkPlan,
     record: JsonLines,
-    kept: list[str],
+    kept: _Held,
 ) -> None:
     """Count chunks already in the part file (re-verified) or in this node's store."""
     listed = {e.get("chunk") for e in entries}
@@ -230,11 +244,61 @@ async def _resume(
             data = await ctx.store.read(cid)
             await asyncio.to_thread(_pwrite_all, fd, data, offsets)
             await asyncio.to_thread(record.append, [{"chunk": cid}])
-            kept.append(cid)
+            kept.add(cid)
         else:
             continue
         sched.mark_done(cid)
         t.advance(sizes[cid] * len(idx))
+
+
+class _Held:
+    """Chunks this download put in the node's store, and how many were reported held."""
+
+    def __init__(self) -> None:
+        self._ids: list[str] = []
+        self._sent = 0
+
+    def add(self, chunk_id: str) -> None:
+        self._ids.append(chunk_id)
+
+    def unreported(self) -> list[str]:
+        """Return the chunks not reported yet, and count them as reported."""
+        out = self._ids[self._sent :]
+        self._sent = len(self._ids)
+        return out
+
+
+async def _swarm(
+    ctx: NodeContext,
+    file_id: str,
+    sched: DownloadScheduler,
+    addresses: dict[str, str],
+    kept: _Held,
+    wake: asyncio.Event,
+) -> None:
+    """Every few seconds while fetching: report the chunks this node now holds (so other
+    downloaders can fetch them from here), and add holders the tracker learned of meanwhile
+    (other downloaders among them) to the scheduler. Runs until cancelled."""
+    me = ctx.identity.node_id
+    while True:
+        await asyncio.sleep(SWARM_PERIOD)
+        batch = sorted(set(kept.unreported()))[:MAX_REPORT_CHUNKS]
+        try:
+            if batch:
+                await ctx.tracker.replicas(file_id, ReplicaReport(node_id=me, held=batch))
+            detail = await ctx.tracker.file(file_id)
+        except P2PShareError as exc:
+            log.info("swarm update failed (next try in %ss): %s", SWARM_PERIOD, exc.detail)
+            continue
+        added = 0
+        for ch in detail.chunks:
+            for h in ch.holders:
+                if h.online and h.node_id != me and sched.add_holder(ch.chunk_id, h.node_id):
+                    addresses[h.node_id] = h.address
+                    added += 1
+        if added:
+            log.info("swarm: %d new sources for chunks of %s", added, file_id[:12])
+            wake.set()
 
 
 async def _fetch_all(
@@ -247,11 +311,12 @@ async def _fetch_all(
     sizes: dict[str, int],
     plan: ChunkPlan,
     record: JsonLines,
-    kept: list[str],
+    kept: _Held,
     served: dict[str, list[int]],
 ) -> None:
     """Run the scheduler's requests until every chunk is written, or some chunk is stuck."""
     wake = asyncio.Event()
+    running: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     async def fetch(cid: str, holder: str) -> None:
         kind: FailureKind | None = None
@@ -260,33 +325,42 @@ async def _fetch_all(
             if await asyncio.to_thread(hash_chunk, data) != cid:
                 kind = "bad-hash"
                 log.warning("holder %s sent bad bytes for chunk %s", holder, cid)
-            else:
-                offsets = [plan.span(i).offset for i in indices[cid]]
-                await asyncio.to_thread(_pwrite_all, fd, data, offsets)
-                await asyncio.to_thread(record.append, [{"chunk": cid}])
-                try:
-                    await ctx.store.put(cid, bytes(data))
-                    kept.append(cid)
-                except QuotaExceeded:
-                    log.info("store full: chunk %s not kept for serving", cid)
         except P2PShareError as exc:
             kind = "error"
             log.warning("fetching chunk %s from %s failed: %s", cid[:12], holder, exc.detail)
-        if kind == "bad-hash":
-            await _report_bad(ctx, t.file_id, holder, cid)
-        if kind is None:
-            sched.done(cid, holder)
-            served[holder][0] += 1
-            served[holder][1] += sizes[cid]
-            t.advance(sizes[cid] * len(indices[cid]))
-        else:
-            sched.failed(cid, holder, kind)
+        finally:
+            running.pop((cid, holder), None)
+        if kind is not None:
+            sched.failed(cid, holder, kind)  # before any await: the chunk may finish meanwhile
+            wake.set()
+            if kind == "bad-hash":
+                await _report_bad(ctx, t.file_id, holder, cid)
+            return
+        # this copy won: the endgame's other request for the chunk (if any) is stopped
+        sched.done(cid, holder)
+        for loser in sched.cancelled():
+            task = running.pop((loser.chunk_id, loser.holder), None)
+            if task is not None:
+                task.cancel()
         wake.set()
+        offsets = [plan.span(i).offset for i in indices[cid]]
+        await asyncio.to_thread(_pwrite_all, fd, data, offsets)
+        await asyncio.to_thread(record.append, [{"chunk": cid}])
+        try:
+            await ctx.store.put(cid, bytes(data))
+            kept.add(cid)
+        except QuotaExceeded:
+            log.info("store full: chunk %s not kept for serving", cid)
+        served[holder][0] += 1
+        served[holder][1] += sizes[cid]
+        t.advance(sizes[cid] * len(indices[cid]))
 
     async with asyncio.TaskGroup() as tg:
+        swarm = tg.create_task(_swarm(ctx, t.file_id or "", sched, addresses, kept, wake))
         while not sched.finished:
             for req in sched.next_requests():
-                tg.create_task(fetch(req.chunk_id, req.holder))
+                key = (req.chunk_id, req.holder)
+                running[key] = tg.create_task(fetch(req.chunk_id, req.holder))
             if sched.in_flight == 0:
                 stuck = sched.stuck
                 if stuck:
@@ -297,6 +371,7 @@ async def _fetch_all(
             wake.clear()
             if not sched.finished:
                 await wake.wait()
+        swarm.cancel()
     if sched.bad_holders:
         names = ", ".join(sorted(sched.bad_holders))
         t.note(f"some holders sent corrupt chunks ({names}); fetched them elsewhere")
@@ -330,7 +405,7 @@ async def _after(
     size: int,
     served: dict[str, list[int]],
     addresses: dict[str, str],
-    kept: list[str],
+    kept: _Held,
     t: Transfer,
 ) -> None:
     """Steps 6-8 and the replica report, after the file has its name."""
@@ -346,8 +421,9 @@ async def _after(
             log.info("ack to %s failed: %s", holder, exc.detail)
 
     await asyncio.gather(*(ack(h, c, b) for h, (c, b) in served.items()))
-    for start in range(0, len(kept), MAX_REPORT_CHUNKS):
-        batch = sorted(set(kept[start : start + MAX_REPORT_CHUNKS]))
+    unreported = kept.unreported()
+    for start in range(0, len(unreported), MAX_REPORT_CHUNKS):
+        batch = sorted(set(unreported[start : start + MAX_REPORT_CHUNKS]))
         try:
             await ctx.tracker.replicas(file_id, ReplicaReport(node_id=me, held=batch))
         except P2PShareError as exc:

@@ -405,7 +405,7 @@ def test_json_output_of_upload_and_download(net: Cluster, tmp_path: Path) -> Non
     proc = net.cli(n3, "download", up["file_id"], "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     down = json.loads(proc.stdout)
-    assert set(down) == {"file_id", "path", "sha256", "bytes", "seconds"}
+    assert set(down) == {"file_id", "path", "sha256", "bytes", "seconds", "sources"}
     assert (down["file_id"], down["path"], down["sha256"], down["bytes"]) == (
         up["file_id"],
         str(out),
@@ -414,6 +414,10 @@ def test_json_output_of_upload_and_download(net: Cluster, tmp_path: Path) -> Non
     )
     assert isinstance(down["seconds"], float | int) and down["seconds"] >= 0
     assert sha256(out) == digest
+    # what n3 did not hold itself came from the other holders
+    held_by_n3 = sum(h["chunks"] for h in holders if h["node_id"] == n3.node_id)
+    assert sum(s["chunks"] for s in down["sources"]) == 5 - held_by_n3
+    assert n3.node_id not in {s["node_id"] for s in down["sources"]}
 
 
 def test_the_control_api_itself_refuses_a_bad_chunk_size(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import pytest
 from hypothesis import given, settings
@@ -40,7 +41,7 @@ def test_least_loaded_holder_and_bounds() -> None:
 
 
 def test_failure_retries_on_another_holder_and_never_the_same() -> None:
-    s = DownloadScheduler([source(0, "a", "b")], per_holder=4, total=4)
+    s = DownloadScheduler([source(0, "a", "b")], per_holder=4, total=4, endgame=0)
     (r,) = s.next_requests()
     s.failed(r.chunk_id, r.holder, "timeout")
     (r2,) = s.next_requests()
@@ -52,7 +53,7 @@ def test_failure_retries_on_another_holder_and_never_the_same() -> None:
 
 
 def test_bad_hash_is_recorded_for_reporting() -> None:
-    s = DownloadScheduler([source(0, "evil", "good")], per_holder=4, total=4)
+    s = DownloadScheduler([source(0, "evil", "good")], per_holder=4, total=4, endgame=0)
     (r,) = s.next_requests()
     assert r.holder == "evil"  # tracker order breaks the tie
     s.failed(r.chunk_id, "evil", "bad-hash")
@@ -104,8 +105,12 @@ def test_added_holder_unsticks_a_chunk() -> None:
     (r,) = s.next_requests()
     s.failed(r.chunk_id, "a", "error")
     assert s.stuck == [cid(0)]
-    s.add_holder(cid(0), "leecher")
+    assert s.add_holder(cid(0), "leecher")
+    assert not s.add_holder(cid(0), "leecher")  # known already
+    assert not s.add_holder(cid(9), "leecher")  # not a chunk of this download
     assert s.next_requests() == [Request(cid(0), "leecher")]
+    s.done(cid(0), "leecher")
+    assert not s.add_holder(cid(0), "late")  # done: nothing to add
 
 
 def test_duplicates_refused() -> None:
@@ -147,7 +152,11 @@ def test_simulated_downloads_respect_bounds_and_finish(
             load[r.holder] = load.get(r.holder, 0) + 1
         assert len(flying) <= total
         assert all(v <= per_holder for v in load.values())
-        assert len({r.chunk_id for r in flying}) == len(flying)
+        assert len(set(flying)) == len(flying)
+        copies = Counter(r.chunk_id for r in flying)
+        assert all(v <= 2 for v in copies.values())
+        if any(v > 1 for v in copies.values()):
+            assert s.remaining <= s.endgame  # duplicates only in the endgame
         if not flying:
             break
         r = flying.pop(rng.randrange(len(flying)))
@@ -155,6 +164,35 @@ def test_simulated_downloads_respect_bounds_and_finish(
             s.failed(r.chunk_id, r.holder, rng.choice(["error", "timeout", "bad-hash"]))
         else:
             s.done(r.chunk_id, r.holder)
+            gone = s.cancelled()
+            assert all(g.chunk_id == r.chunk_id for g in gone)
+            flying = [f for f in flying if f not in gone]
     assert s.finished
     assert s.stuck == []
     assert reliable not in s.bad_holders
+
+
+def test_endgame_asks_a_second_holder_and_cancels_the_loser() -> None:
+    s = DownloadScheduler([source(0, "a", "b"), source(1, "a", "b")], per_holder=4, total=8)
+    first = s.next_requests()
+    # both chunks in flight and few left: each also goes to the other holder
+    assert sorted((r.chunk_id, r.holder) for r in first) == sorted(
+        [(cid(0), "a"), (cid(0), "b"), (cid(1), "a"), (cid(1), "b")]
+    )
+    assert s.next_requests() == []  # at most two copies of a chunk at once
+    s.done(cid(0), "b")
+    assert s.cancelled() == [Request(cid(0), "a")]
+    assert s.cancelled() == []
+    s.failed(cid(1), "a", "timeout")
+    s.done(cid(1), "b")
+    assert s.cancelled() == []
+    assert s.finished and s.in_flight == 0
+
+
+def test_no_endgame_while_chunks_wait_or_when_disabled() -> None:
+    many = [source(i, "a", "b") for i in range(6)]
+    s = DownloadScheduler(many, per_holder=1, total=8, endgame=4)
+    reqs = s.next_requests()
+    assert len(reqs) == 2 and len({r.chunk_id for r in reqs}) == 2  # 4 still wait
+    off = DownloadScheduler([source(0, "a", "b")], per_holder=4, total=8, endgame=0)
+    assert len(off.next_requests()) == 1
