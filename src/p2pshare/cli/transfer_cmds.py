@@ -268,7 +268,8 @@ def print_upload_summary(console: Console, result: TransferResult) -> None:
         f"{result.seconds:.1f}s ({rate:.1f} MiB/s)"
     )
     for h in result.holders:
-        console.print(f"  {h.name:<16} {h.address:<28} {h.chunks} chunks, {format_size(h.bytes)}")
+        chunks = f"{h.chunks} chunk{'' if h.chunks == 1 else 's'}"
+        console.print(f"  {h.name:<16} {h.address:<28} {chunks}, {format_size(h.bytes)}")
     console.print(f"file id: [bold]{result.file_id}[/bold]")
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 from p2pshare.core.audit import ProofHasher
 from p2pshare.core.errors import InvalidInput, NotFound, PayloadTooLarge, Unavailable
@@ -98,6 +99,21 @@ async def put_chunk(request: web.Request) -> web.Response:
     return json_response(receipt, status=201 if result.created else 200)
 
 
+class _SentFileResponse(web.FileResponse):
+    """A file response the handler sends itself (so the serving slot covers the sending).
+
+    aiohttp prepares a returned response again; a plain :class:`web.FileResponse` would then
+    try to send the file a second time, fail, and drop the keep-alive connection (which the
+    downloader sees as "server disconnected" on its next request). Here that second call is a
+    no-op.
+    """
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if self.prepared:
+            return await web.StreamResponse.prepare(self, request)
+        return await super().prepare(request)
+
+
 async def get_chunk(request: web.Request) -> web.StreamResponse:
     """Serve a chunk's bytes (``sendfile`` from the chunk file, or paced pieces under an
     upload rate limit); 404 when absent, 503 when already serving as many as allowed."""
@@ -111,7 +127,7 @@ async def get_chunk(request: web.Request) -> web.StreamResponse:
             raise NotFound(f"this node has no chunk {chunk_id}")
         limit = request.app.get(UPLOAD_LIMIT)
         if limit is None or not limit.rate or request.method == "HEAD":
-            resp = web.FileResponse(
+            resp = _SentFileResponse(
                 store.path(chunk_id),
                 chunk_size=PIECE,
                 headers={"Content-Type": "application/octet-stream"},

@@ -131,6 +131,10 @@ class RepairDesk:
             self.mark(held)
         return await self.drain_status(node_id)
 
+    def is_draining(self, node_id: str) -> bool:
+        """Whether ``node_id`` is leaving (it takes no new chunks)."""
+        return node_id in self._draining
+
     async def drain_status(self, node_id: str) -> DrainStatus:
         """Return how many of ``node_id``'s chunks still need a copy without it."""
         held = await self._repo.chunks_held_by(node_id)

@@ -164,8 +164,16 @@ async def list_nodes(
     limit: Limit = DEFAULT_PAGE_SIZE,
     offset: Offset = 0,
 ) -> Response:
-    """Nodes, most free space first (upload step 2 asks for ``online=true&min_free=...``)."""
+    """Nodes, most free space first (upload step 2 asks for ``online=true&min_free=...``).
+
+    Nodes that are leaving (draining) are not listed as online: they take no new chunks.
+    """
     page = await t.repo.list_nodes(online=online, min_free=min_free, offset=offset, limit=limit)
+    if online:
+        kept = [n for n in page.items if not t.repairs.is_draining(n.node_id)]
+        if len(kept) < len(page.items):
+            gone = len(page.items) - len(kept)
+            page = page.model_copy(update={"items": kept, "total": max(0, page.total - gone)})
     return answer(page)
 
 

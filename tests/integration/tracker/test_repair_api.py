@@ -189,6 +189,9 @@ async def test_a_draining_node_is_copied_away_from_and_never_copied_to(
         assert_problem(await t.client.post("/v1/nodes/x!/drain"), 400, "invalid-input")
         r = await t.client.post("/v1/nodes/h1/drain")
         assert r.status_code == 200, r.text
+        listed = (await t.client.get("/v1/nodes", params={"online": "true"})).json()
+        assert "h1" not in {n["node_id"] for n in listed["items"]}  # takes no new chunks
+        assert listed["total"] == len(FREE) - 1
         assert r.json() == {
             "node_id": "h1",
             "draining": True,
