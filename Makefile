@@ -19,8 +19,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/lint-imports
 
+# three workers, one test file each: most tests wait on real processes, not on the CPU
 unit: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 3 --dist loadfile
 
 test: lint unit
 
@@ -31,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/hash_chunks.py
 	$(BIN)/python bench/tracker_load.py
 	$(BIN)/python bench/transfer.py
+	$(BIN)/python bench/swarm.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build dist

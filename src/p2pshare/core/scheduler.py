@@ -4,7 +4,9 @@ The download loop asks :meth:`DownloadScheduler.next_requests` for work, runs th
 reports each outcome with :meth:`done` or :meth:`failed`. The rules:
 
 - **rarest first**: among chunks not yet fetched or in flight, those with the fewest usable
-  holders go first (ties: the earliest in the file);
+  holders go first; ties go in an order drawn at random for each download, so downloaders
+  that start together fetch different chunks and have something to give each other (with
+  ties in file order they would all ask the same holder for the same chunks at once);
 - **least-loaded holder**: a chunk goes to the usable holder with the fewest requests in flight
   (ties: fewer errors so far, then the tracker's order, which lists online holders first);
 - **bounds**: at most ``per_holder`` requests in flight per holder and ``total`` in all;
@@ -25,6 +27,7 @@ every offset (see :attr:`ChunkSource.indices`).
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -71,6 +74,7 @@ class DownloadScheduler:
         total: int = 16,
         max_errors: int = 3,
         endgame: int = 4,
+        rng: random.Random | None = None,
     ) -> None:
         if per_holder < 1 or total < 1 or max_errors < 1 or endgame < 0:
             raise ValueError("per_holder, total and max_errors must be at least 1")
@@ -83,6 +87,8 @@ class DownloadScheduler:
         self.total = total
         self.max_errors = max_errors
         self.endgame = endgame
+        draw = rng or random.Random()  # noqa: S311 - an order, not a secret
+        self._tiebreak = {cid: draw.random() for cid in self._chunks}
         self._cancelled: list[Request] = []
         self._load: dict[str, int] = {}
         self._errors_in_row: dict[str, int] = {}
@@ -135,7 +141,7 @@ class DownloadScheduler:
         out: list[Request] = []
         left = [c for c in self._chunks.values() if not c.done]
         waiting = [c for c in left if not c.in_flight]
-        waiting.sort(key=lambda c: (len(self._usable(c)), c.source.indices[0]))
+        waiting.sort(key=lambda c: (len(self._usable(c)), self._tiebreak[c.source.chunk_id]))
         for c in waiting:
             if self.in_flight >= self.total:
                 break
@@ -143,7 +149,7 @@ class DownloadScheduler:
         if not left or len(left) > self.endgame or any(not c.in_flight for c in left):
             return out
         # endgame: a second holder for each chunk still in flight (fewest copies first)
-        for c in sorted(left, key=lambda c: (len(c.in_flight), c.source.indices[0])):
+        for c in sorted(left, key=lambda c: (len(c.in_flight), self._tiebreak[c.source.chunk_id])):
             if self.in_flight >= self.total:
                 break
             if len(c.in_flight) < ENDGAME_COPIES:

@@ -196,3 +196,18 @@ def test_no_endgame_while_chunks_wait_or_when_disabled() -> None:
     assert len(reqs) == 2 and len({r.chunk_id for r in reqs}) == 2  # 4 still wait
     off = DownloadScheduler([source(0, "a", "b")], per_holder=4, total=8, endgame=0)
     assert len(off.next_requests()) == 1
+
+
+def test_equally_rare_chunks_go_in_a_different_order_for_each_download() -> None:
+    """Downloaders starting together must not all ask for the same chunks first."""
+    chunks = [source(i, "seed") for i in range(32)] + [source(99, "only")]
+    firsts = set()
+    for seed in range(5):
+        s = DownloadScheduler(chunks, per_holder=1, total=2, rng=random.Random(seed))
+        reqs = s.next_requests()
+        # the rarest (one holder each, all tie) are ordered by this download's own draw
+        firsts.add(next(r.chunk_id for r in reqs if r.holder == "seed"))
+    assert len(firsts) > 1
+    rare = [source(0, "a", "b", "c"), source(1, "a")]
+    s = DownloadScheduler(rare, per_holder=4, total=1, rng=random.Random(7))
+    assert s.next_requests() == [Request(cid(1), "a")]  # rarest first, whatever the draw
