@@ -317,8 +317,15 @@ async def _fetch_all(
     """Run the scheduler's requests until every chunk is written, or some chunk is stuck."""
     wake = asyncio.Event()
     running: dict[tuple[str, str], asyncio.Task[None]] = {}
+    # a chunk's bytes are held from the fetch until written: at most ``total`` chunks at once,
+    # whatever the file size (the scheduler frees a request's slot as soon as it arrives)
+    buffers = asyncio.Semaphore(ctx.total)
 
     async def fetch(cid: str, holder: str) -> None:
+        async with buffers:
+            await fetch_and_write(cid, holder)
+
+    async def fetch_and_write(cid: str, holder: str) -> None:
         kind: FailureKind | None = None
         try:
             data = await ctx.peers.get_chunk(addresses[holder], cid, sizes[cid])
@@ -347,7 +354,7 @@ async def _fetch_all(
         await asyncio.to_thread(_pwrite_all, fd, data, offsets)
         await asyncio.to_thread(record.append, [{"chunk": cid}])
         try:
-            await ctx.store.put(cid, bytes(data))
+            await ctx.store.put(cid, data)
             kept.add(cid)
         except QuotaExceeded:
             log.info("store full: chunk %s not kept for serving", cid)
