@@ -171,6 +171,12 @@ class Settings(BaseSettings):
     node_url: HttpUrl = Field(
         "http://127.0.0.1:7072", description="control URL of the local node, used by the CLI"
     )
+    scan_interval: float = Field(
+        21600.0,
+        gt=0,
+        le=30 * 86400,
+        description="seconds between a node's re-hash of every chunk it stores (6 h)",
+    )
     max_upload_rate: Size | None = Field(
         None, description="bytes per second this node sends at most, e.g. 10MiB (none: no cap)"
     )

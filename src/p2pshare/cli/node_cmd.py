@@ -100,6 +100,16 @@ def node_cmd(
             show_default=False,
         ),
     ] = None,
+    scan_interval: Annotated[
+        float | None,
+        typer.Option(
+            "--scan-interval",
+            metavar="S",
+            help="Seconds between re-hashes of every stored chunk; corrupt ones are set "
+            "aside and repaired from other holders [default: 21600].",
+            show_default=False,
+        ),
+    ] = None,
     public_address: Annotated[
         str | None,
         typer.Option(
@@ -135,6 +145,7 @@ def node_cmd(
             "max_upload_rate": max_upload_rate,
             "max_download_rate": max_download_rate,
             "max_peers_served": max_peers_served,
+            "scan_interval": scan_interval,
         },
     )
     setup_logging(settings)
@@ -151,6 +162,7 @@ def node_cmd(
         max_upload_rate=settings.max_upload_rate,
         max_download_rate=settings.max_download_rate,
         max_peers_served=settings.max_peers_served,
+        scan_interval=settings.scan_interval,
     )
 
     def ready(r: NodeReady) -> None:

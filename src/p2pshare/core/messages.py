@@ -136,7 +136,9 @@ class AuditReport(Message):
 
 
 class ReclaimReport(Message):
-    """A node reports chunks it deleted because the tracker said no file needs them."""
+    """A node reports chunks it no longer has: deleted because the tracker said no file needs
+    them (``POST /v1/reclaims``), or lost, e.g. quarantined by its integrity scan
+    (``POST /v1/nodes/{id}/lost``)."""
 
     node_id: NodeId
     chunk_ids: list[HexId] = Field(min_length=1, max_length=MAX_RECLAIMS_PER_ANNOUNCE)

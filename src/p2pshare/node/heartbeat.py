@@ -9,9 +9,17 @@ import logging
 from collections.abc import Callable
 
 from p2pshare.core.errors import P2PShareError
-from p2pshare.core.messages import AuditTask, DownloadReport, NodeAnnounce, RepairTask
+from p2pshare.core.messages import (
+    MAX_RECLAIMS_PER_ANNOUNCE,
+    AuditTask,
+    DownloadReport,
+    NodeAnnounce,
+    ReclaimReport,
+    RepairTask,
+)
 from p2pshare.core.node_messages import DownloadAck
 from p2pshare.node.tracker_client import TrackerClient
+from p2pshare.storage.filestore import FileChunkStore
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +72,35 @@ async def heartbeat_loop(
         if announced is not None:
             announced.set()
         await asyncio.sleep(interval)
+
+
+async def integrity_loop(
+    store: FileChunkStore, tracker: TrackerClient, node_id: str, interval: float
+) -> None:
+    """Every ``interval`` seconds, re-hash every stored chunk (the store quarantines those
+    whose bytes no longer match) and report the quarantined ones to the tracker as lost, so
+    they are repaired elsewhere. Runs until cancelled."""
+    while True:
+        await asyncio.sleep(interval)
+        report = await store.scan()
+        log.info(
+            "integrity scan: %d chunks checked, %d quarantined",
+            report.checked,
+            len(report.quarantined),
+        )
+        ids = list(report.quarantined)
+        for start in range(0, len(ids), MAX_RECLAIMS_PER_ANNOUNCE):
+            body = ReclaimReport(
+                node_id=node_id, chunk_ids=ids[start : start + MAX_RECLAIMS_PER_ANNOUNCE]
+            )
+            for attempt in range(REPORT_ATTEMPTS):
+                try:
+                    await tracker.lost(body)
+                except P2PShareError as exc:
+                    log.warning("reporting lost chunks failed: %s", exc.detail)
+                    await asyncio.sleep(0.5 * 2**attempt)
+                else:
+                    break
 
 
 class ServedReporter:

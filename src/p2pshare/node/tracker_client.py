@@ -140,6 +140,10 @@ class TrackerClient:
             where=self._where,
         )
 
+    async def lost(self, body: ReclaimReport) -> Receipt:
+        """Report chunks this node lost (quarantined by its integrity scan)."""
+        return await self._post(f"/nodes/{body.node_id}/lost", body, Receipt)
+
     async def reclaimed(self, body: ReclaimReport) -> Receipt:
         """Confirm chunks deleted on the tracker's word."""
         return await self._post("/reclaims", body, Receipt)

@@ -157,6 +157,13 @@ class RepairDesk:
             node_id, MAX_RECLAIMS_PER_ANNOUNCE, self._clock.monotonic(), RECLAIM_TTL
         )
 
+    async def lost(self, rep: ReclaimReport) -> Receipt:
+        """Forget replicas a node lost (its integrity scan quarantined them); repair them."""
+        receipt = await self._repo.forget_replicas(rep.node_id, rep.chunk_ids, "chunks-lost")
+        log.warning("node %s lost %d chunks; repairing them", rep.node_id, len(rep.chunk_ids))
+        self.mark(rep.chunk_ids)
+        return receipt
+
     async def reclaimed(self, rep: ReclaimReport) -> Receipt:
         """Forget the replicas a node deleted on our word."""
         for cid in rep.chunk_ids:

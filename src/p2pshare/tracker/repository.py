@@ -753,7 +753,9 @@ class Repository:
             )
             return [(c, n) for c, n in rows]
 
-    async def forget_replicas(self, node_id: str, chunk_ids: Collection[str]) -> Receipt:
+    async def forget_replicas(
+        self, node_id: str, chunk_ids: Collection[str], kind: str = "chunks-reclaimed"
+    ) -> Receipt:
         """Delete ``node_id``'s replica rows of ``chunk_ids`` (it deleted those chunks); return
         the receipt. A chunk some file needs again meanwhile is left to the repair desk."""
         now = self.clock.now()
@@ -770,13 +772,13 @@ class Repository:
             s.add(
                 Event(
                     at=now,
-                    kind="chunks-reclaimed",
+                    kind=kind,
                     node_id=node_id,
-                    detail=f"{len(chunk_ids)} chunks deleted",
+                    detail=f"{len(chunk_ids)} chunks gone: " + ", ".join(sorted(chunk_ids)[:8]),
                 )
             )
         self.cache.invalidate(files)
-        return Receipt(recorded="chunks-reclaimed", at=now)
+        return Receipt(recorded=kind, at=now)
 
     # --- audits ---------------------------------------------------------------------------
 

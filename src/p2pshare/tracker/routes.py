@@ -117,6 +117,14 @@ async def announce(body: NodeAnnounce, t: State) -> Response:
     return answer(ack)
 
 
+@router.post("/nodes/{node_id}/lost", response_model=Receipt, tags=["nodes"])
+async def report_lost(node_id: str, body: ReclaimReport, t: State) -> Response:
+    """A node lost chunks (its integrity scan found them corrupt): they are repaired."""
+    if _valid_node_id(node_id) != body.node_id:
+        raise InvalidInput(f"the path names node {node_id}, the body {body.node_id}")
+    return answer(await t.repairs.lost(body))
+
+
 @router.post("/reclaims", response_model=Receipt, tags=["nodes"])
 async def report_reclaim(body: ReclaimReport, t: State) -> Response:
     """A node confirms it deleted chunks the tracker said no file needs any more."""

@@ -21,7 +21,7 @@ from aiohttp import web
 from p2pshare.core.errors import InvalidInput
 from p2pshare.core.messages import NodeAnnounce
 from p2pshare.node import control_api, peer_api
-from p2pshare.node.heartbeat import ServedReporter, heartbeat_loop
+from p2pshare.node.heartbeat import ServedReporter, heartbeat_loop, integrity_loop
 from p2pshare.node.http import new_session
 from p2pshare.node.identity import NodeIdentity, load_or_create_node_id
 from p2pshare.node.limits import RateLimiter
@@ -61,6 +61,8 @@ class NodeOptions:
     """bytes per second sent at most (None: no cap)"""
     max_download_rate: int | None = None
     max_peers_served: int = 32
+    scan_interval: float = 21600.0
+    """seconds between integrity scans of the store"""
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,7 @@ async def run_node(
                         )
                     ),
                     tg.create_task(reclaims.run()),
+                    tg.create_task(integrity_loop(store, tracker, node_id, opts.scan_interval)),
                     tg.create_task(repairs.run()),
                     tg.create_task(audits.run()),
                     tg.create_task(reporter.run()),

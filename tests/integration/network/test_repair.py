@@ -170,3 +170,36 @@ def test_a_node_that_leaves_gracefully_keeps_every_file_at_its_target(tmp_path: 
         assert c.download(fresh, up["file_id"], out)["sha256"] == digest == sha256(out)
     finally:
         c.close()
+
+
+def test_a_node_s_own_integrity_scan_reports_a_corrupt_chunk_which_is_repaired(
+    tmp_path: Path,
+) -> None:
+    c = Cluster(tmp_path)
+    try:
+        c.start_tracker("--repair-grace", "600", "--audit-interval", "3600")  # no audits
+        n1 = c.start_node("n1", "64MiB")
+        scanner = c.start_node("n2", "64MiB", "--scan-interval", "1")
+        c.start_node("n3", "64MiB")
+        c.wait_online(3)
+        src = tmp_path / "scanned.bin"
+        digest = make_file(src, 2 * 64 * 1024 + 3)
+        args = ["--replicas", "1", "--alloc", "n2=64MiB", "--chunk-size", "64KiB"]
+        up = c.cli_json(n1, "upload", str(src), *args)
+        chunk = c.get(f"/v1/files/{up['file_id']}")["chunks"][0]["chunk_id"]
+        flip_a_byte(scanner.chunk_path(chunk))
+
+        deadline = time.monotonic() + REPAIR_DEADLINE
+        while True:
+            d = c.get(f"/v1/files/{up['file_id']}")
+            holders = {h["node_id"] for h in d["chunks"][0]["holders"] if h["online"]}
+            if scanner.node_id not in holders and len(holders) >= d["replica_target"]:
+                break
+            assert time.monotonic() < deadline, f"not reported and repaired: {d['chunks'][0]}"
+            time.sleep(0.5)
+        assert not scanner.chunk_path(chunk).exists()
+        assert list((scanner.data_dir / "quarantine").glob(f"{chunk}*"))
+        out = tmp_path / "copy.bin"
+        assert c.download(c.nodes["n3"], up["file_id"], out)["sha256"] == digest
+    finally:
+        c.close()
