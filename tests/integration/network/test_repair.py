@@ -90,6 +90,18 @@ def test_killed_holders_are_replaced_and_the_file_still_downloads(tmp_path: Path
         c.close()
 
 
+def wait_replaced(c: Cluster, file_id: str, index: int, bad: str) -> dict[str, Any]:
+    """Wait until chunk ``index`` is no longer listed on ``bad`` and is back at its target."""
+    deadline = time.monotonic() + REPAIR_DEADLINE
+    while True:
+        d = c.get(f"/v1/files/{file_id}")
+        holders = {h["node_id"] for h in d["chunks"][index]["holders"] if h["online"]}
+        if bad not in holders and len(holders) >= d["replica_target"]:
+            return d  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, f"not replaced: {d['chunks'][index]}"
+        time.sleep(0.5)
+
+
 def flip_a_byte(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -115,14 +127,7 @@ def test_a_corrupt_copy_is_found_by_an_audit_and_repaired(tmp_path: Path) -> Non
         flip_a_byte(victim.chunk_path(chunk["chunk_id"]))
 
         # an audit finds it: the copy is no longer listed, and the chunk is repaired elsewhere
-        deadline = time.monotonic() + REPAIR_DEADLINE
-        while True:
-            d = c.get(f"/v1/files/{file_id}")
-            holders = {h["node_id"] for h in d["chunks"][1]["holders"] if h["online"]}
-            if victim.node_id not in holders and len(holders) >= d["replica_target"]:
-                break
-            assert time.monotonic() < deadline, f"not found and repaired: {d['chunks'][1]}"
-            time.sleep(0.5)
+        d = wait_replaced(c, file_id, 1, victim.node_id)
         assert d["last_audit"] is not None
         info = c.cli_json(n1, "info", file_id)
         assert info["last_audit"] is not None and info["under_target"] == 0
@@ -189,14 +194,7 @@ def test_a_node_s_own_integrity_scan_reports_a_corrupt_chunk_which_is_repaired(
         chunk = c.get(f"/v1/files/{up['file_id']}")["chunks"][0]["chunk_id"]
         flip_a_byte(scanner.chunk_path(chunk))
 
-        deadline = time.monotonic() + REPAIR_DEADLINE
-        while True:
-            d = c.get(f"/v1/files/{up['file_id']}")
-            holders = {h["node_id"] for h in d["chunks"][0]["holders"] if h["online"]}
-            if scanner.node_id not in holders and len(holders) >= d["replica_target"]:
-                break
-            assert time.monotonic() < deadline, f"not reported and repaired: {d['chunks'][0]}"
-            time.sleep(0.5)
+        wait_replaced(c, up["file_id"], 0, scanner.node_id)
         assert not scanner.chunk_path(chunk).exists()
         assert list((scanner.data_dir / "quarantine").glob(f"{chunk}*"))
         out = tmp_path / "copy.bin"
