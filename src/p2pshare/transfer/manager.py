@@ -111,6 +111,8 @@ class TransferManager:
             await asyncio.sleep(DRAIN_POLL)
             try:
                 status = await self._ctx.tracker.drain_status(me)
+                if not status.draining:  # the tracker restarted and forgot: ask again
+                    status = await self._ctx.tracker.drain(me)
             except P2PShareError as exc:
                 log.warning("leaving: drain status unavailable: %s", exc.detail)
                 continue

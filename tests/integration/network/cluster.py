@@ -107,13 +107,13 @@ class Cluster:
         self._procs.append(proc)
         return proc
 
-    def start_tracker(self, *extra: str) -> str:
-        """Start the tracker; return its URL."""
+    def start_tracker(self, *extra: str, port: int = 0) -> str:
+        """Start (or restart, on the same data dir) the tracker; return its URL."""
         self.tracker = self._start(
             "tracker",
             "tracker",
             "--port",
-            "0",
+            str(port),
             "--data",
             str(self.root / "tracker"),
             "--heartbeat-interval",

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.integration.network.cluster import Cluster
@@ -197,6 +198,37 @@ def test_a_node_s_own_integrity_scan_reports_a_corrupt_chunk_which_is_repaired(
         wait_replaced(c, up["file_id"], 0, scanner.node_id)
         assert not scanner.chunk_path(chunk).exists()
         assert list((scanner.data_dir / "quarantine").glob(f"{chunk}*"))
+        out = tmp_path / "copy.bin"
+        assert c.download(c.nodes["n3"], up["file_id"], out)["sha256"] == digest
+    finally:
+        c.close()
+
+
+def test_a_leave_survives_a_tracker_restart(tmp_path: Path) -> None:
+    """The tracker keeps who is leaving in memory; the leaving node asks again after a
+    restart, and still leaves only once every chunk is held elsewhere."""
+    c = Cluster(tmp_path)
+    try:
+        url = c.start_tracker("--repair-grace", "600")
+        port = int(url.rsplit(":", 1)[1])
+        n1 = c.start_node("n1", "64MiB")
+        # the leaver sends slowly, so its leaving spans the tracker's restart
+        leaver = c.start_node("n2", "64MiB", "--max-upload-rate", "256KiB")
+        c.start_node("n3", "64MiB")
+        c.wait_online(3)
+        src = tmp_path / "slow.bin"
+        digest = make_file(src, 2 * 2**20)
+        args = ["--replicas", "1", "--alloc", "n2=64MiB", "--chunk-size", "256KiB"]
+        up = c.cli_json(n1, "upload", str(src), *args)
+        r = httpx.post(f"{leaver.control_url}/v1/control/leave", timeout=10)
+        assert r.status_code == 202 and r.json()["chunks_waiting"] > 0
+        c.kill("tracker")
+        c.start_tracker("--repair-grace", "600", port=port)
+        assert leaver.proc.popen.wait(timeout=90) == 0  # left by itself, cleanly
+        d = c.get(f"/v1/files/{up['file_id']}")
+        for ch in d["chunks"]:
+            others = {h["node_id"] for h in ch["holders"] if h["node_id"] != leaver.node_id}
+            assert len(others) >= d["replica_target"], ch
         out = tmp_path / "copy.bin"
         assert c.download(c.nodes["n3"], up["file_id"], out)["sha256"] == digest
     finally:
