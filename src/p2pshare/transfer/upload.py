@@ -101,10 +101,17 @@ class _Acks:
     def __init__(self, record: JsonLines, entries: list[dict[str, object]]) -> None:
         self._record = record
         self.by_chunk: dict[str, set[str]] = defaultdict(set)
+        self.failed: set[str] = set()
+        """holders that failed during this run: their acks no longer count (a holder that
+        died after acking is not registered as one; its chunks are placed again)"""
         for e in entries:
             chunk, holder = e.get("chunk"), e.get("holder")
             if isinstance(chunk, str) and isinstance(holder, str):
                 self.by_chunk[chunk].add(holder)
+
+    def good(self, chunk_id: str) -> set[str]:
+        """Return the holders that acked ``chunk_id`` and have not failed since."""
+        return self.by_chunk[chunk_id] - self.failed
 
     async def add(self, chunk_id: str, holder: str) -> None:
         self.by_chunk[chunk_id].add(holder)
@@ -161,7 +168,8 @@ async def upload(ctx: NodeContext, req: UploadRequest, t: Transfer) -> TransferR
     await asyncio.to_thread(record.remove)
 
     addresses = {n.node_id: n.address for n in by_id.values()}
-    return _result(manifest, path, started, acks.by_chunk, by_id, addresses, req.replicas)
+    good = {c: acks.good(c) for c in list(acks.by_chunk)}
+    return _result(manifest, path, started, good, by_id, addresses, req.replicas)
 
 
 async def _registered(ctx: NodeContext, manifest: Manifest) -> FileDetail | None:
@@ -258,7 +266,7 @@ def _registration(
     placement = []
     chunk_acks = []
     for chunk_id, size in sizes.items():
-        holders = sorted(acks.by_chunk[chunk_id])[:replicas]
+        holders = sorted(acks.good(chunk_id))[:replicas]
         placement.append(Placement(chunk_id=chunk_id, holders=[me, *holders]))
         chunk_acks.append(ChunkAck(node_id=me, chunk_id=chunk_id, size=size))
         chunk_acks.extend(ChunkAck(node_id=h, chunk_id=chunk_id, size=size) for h in holders)
@@ -282,10 +290,10 @@ async def _place_all(
 ) -> None:
     """Reserve and push until every chunk has ``replicas`` acks, re-placing around failures."""
     sizes = _chunk_sizes(manifest)
-    failed: set[str] = set()
+    failed = acks.failed
     total_copies = replicas * sum(sizes.values())
     for _round in range(len(nodes) + 1):
-        missing = {c: replicas - len(acks.by_chunk[c]) for c in sizes}
+        missing = {c: replicas - len(acks.good(c)) for c in sizes}
         missing = {c: n for c, n in missing.items() if n > 0}
         done = total_copies - sum(n * sizes[c] for c, n in missing.items())
         if not missing:
@@ -293,9 +301,9 @@ async def _place_all(
         t.move("reserving", "asking holders for space")
         t.set_total(total_copies, done)
         spent: dict[str, int] = defaultdict(int)
-        for chunk_id, holders in acks.by_chunk.items():
-            for h in holders:
-                spent[h] += sizes.get(chunk_id, 0)
+        for chunk_id in sizes:
+            for h in acks.good(chunk_id):
+                spent[h] += sizes[chunk_id]
         left = {h: b - spent[h] for h, b in budgets.items() if h not in failed}
         try:
             placement = plan_placement(

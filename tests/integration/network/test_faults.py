@@ -122,6 +122,14 @@ def one_error_line(stderr: str) -> str:
     return lines[0]
 
 
+def acked_by(uploader: Node, holder: Node) -> bool:
+    """Whether ``uploader``'s resume records list an ack from ``holder``."""
+    for record in (uploader.data_dir / "uploads").glob("*.jsonl"):
+        if f'"{holder.node_id}"' in record.read_text(errors="replace"):
+            return True
+    return False
+
+
 def freeze(node: Node) -> None:
     node.proc.popen.send_signal(signal.SIGSTOP)
 
@@ -148,7 +156,9 @@ def test_holder_killed_during_upload_is_replaced(net: Cluster, tmp_path: Path) -
     digest = make_file(src, 16 << 20)  # 256 chunks: n3 gets ~170 copies to receive
 
     up = upload_of(n1, src, "--auto", "--replicas", "2")
-    wait_for("n3 to receive a first chunk", lambda: chunk_files(n3))
+    # wait until n1 has recorded an ack from n3: n3 dies *after* acking some chunks, and
+    # those must be placed again too (a dead holder is never registered)
+    wait_for("n1 to record an ack from n3", lambda: acked_by(n1, n3))
     freeze(n3)  # from here on n3 answers nothing: its part of the upload cannot finish
     got = chunk_files(n3)
     net.kill("n3")
