@@ -291,6 +291,7 @@ class Holder(Message):
     node_id: NodeId
     address: Address
     online: bool
+    name: NodeName | None = Field(default=None, description="the node's label")
 
 
 class ChunkHolders(Message):

@@ -475,7 +475,10 @@ class Repository:
         per_chunk: dict[str, tuple[list[Holder], int]] = {}
         for cid in set(manifest.chunk_ids):
             nodes = sorted((infos[n] for n in holders_of.get(cid, ())), key=online_first)
-            holders = [Holder(node_id=n.node_id, address=n.address, online=n.online) for n in nodes]
+            holders = [
+                Holder(node_id=n.node_id, address=n.address, online=n.online, name=n.name)
+                for n in nodes
+            ]
             per_chunk[cid] = (holders, sum(1 for n in nodes if n.online))
         chunks = [
             ChunkHolders(

@@ -200,7 +200,8 @@ async def download(ctx: NodeContext, req: DownloadRequest, t: Transfer) -> Trans
     await asyncio.to_thread(record.remove)
 
     await _after(ctx, manifest.file_id, manifest.size, served, addresses, kept, t)
-    names = {n.node_id: n.name for n in (*detail.seeders, *detail.leechers)}
+    names = {h.node_id: h.name for ch in detail.chunks for h in ch.holders if h.name}
+    names.update({n.node_id: n.name for n in (*detail.seeders, *detail.leechers)})
     sources = [
         HolderShare(node_id=h, name=names.get(h, h), address=addresses[h], chunks=c, bytes=b)
         for h, (c, b) in sorted(served.items())

@@ -86,6 +86,11 @@ def test_upload_then_download_elsewhere(
     assert (down["bytes"], down["sha256"], down["path"]) == (size, digest, str(out))
     assert sha256(out) == digest
     assert not list(out.parent.glob("*.part*"))
+    # who served it, by name: every chunk n4 did not hold itself, from the other holders
+    own = sum(1 for ch in detail["chunks"] if n4.node_id in {h["node_id"] for h in ch["holders"]})
+    assert sum(src["chunks"] for src in down["sources"]) == up["chunks"] - own
+    assert {src["name"] for src in down["sources"]} <= {"n1", "n2", "n3"}
+    assert all(h["name"] for ch in detail["chunks"] for h in ch["holders"])
 
     # the downloader is now a holder of every chunk, and the download was counted
     after = net.get(f"/v1/files/{up['file_id']}")
