@@ -21,9 +21,7 @@ its end, all on this machine's cores.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
 import re
 import sys
 import tempfile
@@ -34,6 +32,7 @@ from p2pshare.core.sizes import format_size, parse_size
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo: the test bed
 from tests.e2e.netbed import NetBed, NetBedUnavailable
+from tests.integration.network.cluster import make_file
 
 POLL = 0.05
 """Seconds between checks of which downloads have finished (the resolution of T)."""
@@ -67,18 +66,6 @@ def tc_rate(rate: str) -> float:
     return float(m.group(1)) * _TC_UNITS[unit or "bit"] / 8
 
 
-def write_random(path: Path, size: int) -> str:
-    digest = hashlib.sha256()
-    with path.open("wb") as fh:
-        left = size
-        while left:
-            piece = os.urandom(min(left, 8 << 20))
-            fh.write(piece)
-            digest.update(piece)
-            left -= len(piece)
-    return digest.hexdigest()
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", default="32MiB", help="file size (default 32MiB)")
@@ -96,7 +83,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="p2pshare-swarm-") as tmp:
         root = Path(tmp)
         src = root / "popular.bin"
-        digest = write_random(src, size)
+        digest = make_file(src, size)
         storage = format_size(max(size * 2, 1 << 30)).replace(" ", "")
         try:
             bed = NetBed(["t", "up", "s", *downloaders], root / "bed").up()

@@ -13,7 +13,6 @@ every process: the tracker, each node, and each CLI run. All share this machine'
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -25,7 +24,7 @@ from pathlib import Path
 from p2pshare.core.sizes import format_size, parse_size
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo: the test harness
-from tests.integration.network.cluster import Node, _clean_env, cluster
+from tests.integration.network.cluster import Node, _clean_env, cluster, make_file
 
 
 def peak_rss(pid: int) -> int:
@@ -54,18 +53,6 @@ def run_cli(node: Node, *args: str) -> tuple[dict[str, object], float, int]:
     return json.loads(out), seconds, usage.ru_maxrss * 1024
 
 
-def write_random(path: Path, size: int) -> str:
-    digest = hashlib.sha256()
-    with path.open("wb") as fh:
-        left = size
-        while left:
-            piece = os.urandom(min(left, 8 << 20))
-            fh.write(piece)
-            digest.update(piece)
-            left -= len(piece)
-    return digest.hexdigest()
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", default="1GiB")
@@ -76,7 +63,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="p2pshare-bench-") as tmp:
         root = Path(tmp)
         src = root / "big.bin"
-        digest = write_random(src, size)
+        digest = make_file(src, size)
         storage = format_size(size * 2).replace(" ", "")
         with cluster(root / "net", nodes=4, storage=storage) as c:
             n1, n4 = c.nodes["n1"], c.nodes["n4"]

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.netbed import NetBed, netbed_or_skip
-from tests.integration.network.test_roundtrip import make_file, sha256
+from tests.integration.network.cluster import make_file, sha256
 
 pytestmark = pytest.mark.timeout(300)
 

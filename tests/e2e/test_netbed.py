@@ -5,9 +5,7 @@ Needs root and iproute2 (see :mod:`tests.e2e.netbed`): skipped without them, fai
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -16,33 +14,13 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.netbed import NetBed, list_namespaces, netbed_or_skip
+from tests.integration.network.cluster import make_file, sha256
 
 pytestmark = pytest.mark.timeout(300)
 
 MiB = 1 << 20
 CHUNK = 64 * 1024
 HOLDERS = ("h1", "h2", "h3", "h4")
-
-
-def make_file(path: Path, size: int) -> str:
-    """Write ``size`` random bytes to ``path``; return their SHA-256."""
-    digest = hashlib.sha256()
-    with path.open("wb") as fh:
-        left = size
-        while left:
-            piece = os.urandom(min(left, MiB))
-            fh.write(piece)
-            digest.update(piece)
-            left -= len(piece)
-    return digest.hexdigest()
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while piece := fh.read(MiB):
-            digest.update(piece)
-    return digest.hexdigest()
 
 
 def lines(path: Path) -> int:

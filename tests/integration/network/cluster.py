@@ -8,6 +8,7 @@ bound), so a failing test leaves nothing running.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import select
@@ -229,6 +230,28 @@ class Cluster:
 
     def download(self, node: Node, file_id: str, out: Path, *extra: str) -> dict[str, Any]:
         return self.cli_json(node, "download", file_id, "-o", str(out), *extra)  # type: ignore[no-any-return]
+
+
+def make_file(path: Path, size: int) -> str:
+    """Write ``size`` random bytes to ``path``; return their SHA-256."""
+    digest = hashlib.sha256()
+    with path.open("wb") as fh:
+        left = size
+        while left:
+            piece = os.urandom(min(left, 1 << 20))
+            fh.write(piece)
+            digest.update(piece)
+            left -= len(piece)
+    return digest.hexdigest()
+
+
+def sha256(path: Path) -> str:
+    """Return the SHA-256 of the file at ``path``."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while piece := fh.read(1 << 20):
+            digest.update(piece)
+    return digest.hexdigest()
 
 
 def _read_line(stream: IO[bytes], timeout: float) -> bytes:

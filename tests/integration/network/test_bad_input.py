@@ -16,8 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.network.cluster import Cluster, Node, cluster
-from tests.integration.network.test_roundtrip import make_file, sha256
+from tests.integration.network.cluster import Cluster, Node, cluster, make_file, sha256
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.network.cluster import Cluster, cluster
-from tests.integration.network.test_roundtrip import sha256
+from tests.integration.network.cluster import Cluster, cluster, sha256
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -23,8 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.network.cluster import Cluster, Node, _clean_env, cluster
-from tests.integration.network.test_roundtrip import make_file, sha256
+from tests.integration.network.cluster import Cluster, Node, _clean_env, cluster, make_file, sha256
 
 pytestmark = pytest.mark.timeout(300)
 

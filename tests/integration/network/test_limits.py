@@ -12,8 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.network.cluster import Cluster
-from tests.integration.network.test_roundtrip import make_file, sha256
+from tests.integration.network.cluster import Cluster, make_file, sha256
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -9,8 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.network.cluster import Cluster
-from tests.integration.network.test_roundtrip import make_file, sha256
+from tests.integration.network.cluster import Cluster, make_file, sha256
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.network.cluster import Cluster, cluster
+from tests.integration.network.cluster import Cluster, cluster, make_file, sha256
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -20,27 +18,6 @@ CHUNK = 64 * 1024
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     with cluster(tmp_path_factory.mktemp("net"), nodes=4) as c:
         yield c
-
-
-def make_file(path: Path, size: int) -> str:
-    """Write ``size`` random bytes to ``path``; return their SHA-256."""
-    digest = hashlib.sha256()
-    with path.open("wb") as fh:
-        left = size
-        while left:
-            piece = os.urandom(min(left, 1 << 20))
-            fh.write(piece)
-            digest.update(piece)
-            left -= len(piece)
-    return digest.hexdigest()
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while piece := fh.read(1 << 20):
-            digest.update(piece)
-    return digest.hexdigest()
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.network.cluster import Cluster, _clean_env
-from tests.integration.network.test_roundtrip import make_file, sha256
+from tests.integration.network.cluster import Cluster, _clean_env, make_file, sha256
 
 pytestmark = pytest.mark.timeout(300)
 
