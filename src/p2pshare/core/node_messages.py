@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field
 
 from p2pshare.core.chunking import MAX_CHUNK_SIZE
+from p2pshare.core.manifest import Manifest
 from p2pshare.core.messages import (
     MAX_REPLICAS,
     MAX_REPORT_CHUNKS,
@@ -133,6 +134,27 @@ class TransferResult(Message):
         description="upload: where the chunks went; download: which nodes served them",
     )
     replicas: int | None = None
+
+
+def transfer_result(
+    manifest: Manifest,
+    path: str,
+    seconds: float,
+    holders: list[HolderShare],
+    replicas: int | None = None,
+) -> TransferResult:
+    """Return the result of a transfer of the file ``manifest`` describes."""
+    return TransferResult(
+        file_id=manifest.file_id,
+        name=manifest.name,
+        size=manifest.size,
+        chunks=len(manifest.chunk_ids),
+        sha256=manifest.sha256,
+        path=path,
+        seconds=round(seconds, 3),
+        holders=holders,
+        replicas=replicas,
+    )
 
 
 class TransferEvent(Message):

@@ -47,6 +47,7 @@ from p2pshare.core.node_messages import (
     DownloadRequest,
     HolderShare,
     TransferResult,
+    transfer_result,
 )
 from p2pshare.core.scheduler import ChunkSource, DownloadScheduler, FailureKind
 from p2pshare.transfer.context import NodeContext
@@ -207,16 +208,7 @@ async def download(ctx: NodeContext, req: DownloadRequest, t: Transfer) -> Trans
         for h, (c, b) in sorted(served.items())
         if c
     ]
-    return TransferResult(
-        file_id=manifest.file_id,
-        name=manifest.name,
-        size=manifest.size,
-        chunks=len(manifest.chunk_ids),
-        sha256=manifest.sha256,
-        path=str(out),
-        seconds=round(time.monotonic() - started, 3),
-        holders=sources,
-    )
+    return transfer_result(manifest, str(out), time.monotonic() - started, sources)
 
 
 async def _resume(

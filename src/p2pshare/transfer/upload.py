@@ -43,6 +43,7 @@ from p2pshare.core.node_messages import (
     ReservationRequest,
     TransferResult,
     UploadRequest,
+    transfer_result,
 )
 from p2pshare.core.placement import ChunkNeed, PlacementError, plan_placement
 from p2pshare.core.sizes import format_size
@@ -240,17 +241,8 @@ def _result(
             shares[h] = old.model_copy(
                 update={"chunks": old.chunks + 1, "bytes": old.bytes + sizes[chunk_id]}
             )
-    return TransferResult(
-        file_id=manifest.file_id,
-        name=manifest.name,
-        size=manifest.size,
-        chunks=len(manifest.chunk_ids),
-        sha256=manifest.sha256,
-        path=str(path),
-        seconds=round(time.monotonic() - started, 3),
-        holders=sorted(shares.values(), key=lambda s: s.name),
-        replicas=replicas,
-    )
+    holders = sorted(shares.values(), key=lambda s: s.name)
+    return transfer_result(manifest, str(path), time.monotonic() - started, holders, replicas)
 
 
 def _chunk_sizes(manifest: Manifest) -> dict[str, int]:
