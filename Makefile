@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint unit demo bench clean
+.PHONY: install test lint unit demo bench fuzz clean
 
 install: $(STAMP)
 
@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench fuzz
+	$(BIN)/ruff format --check src tests bench fuzz
 	$(BIN)/lint-imports
 
 # three workers, one test file each: most tests wait on real processes, not on the CPU
@@ -33,6 +33,14 @@ bench: $(STAMP)
 	$(BIN)/python bench/tracker_load.py
 	$(BIN)/python bench/transfer.py
 	$(BIN)/python bench/swarm.py
+
+# coverage-guided fuzzing of the parsers (fuzz/fuzz_parsers.py), bounded; the corpus it grows
+# and any crash-* input are kept in build/fuzz (replay one: $(BIN)/python fuzz/fuzz_parsers.py FILE)
+FUZZ_SECONDS ?= 60
+fuzz: $(STAMP)
+	mkdir -p build/fuzz/corpus
+	$(BIN)/python fuzz/fuzz_parsers.py -max_total_time=$(FUZZ_SECONDS) \
+		-artifact_prefix=build/fuzz/ build/fuzz/corpus
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build dist

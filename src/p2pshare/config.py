@@ -33,6 +33,15 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from p2pshare.core.admission import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_BURST,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HEADER_SIZE,
+    DEFAULT_RATE,
+    ServerLimits,
+)
 from p2pshare.core.chunking import DEFAULT_CHUNK_SIZE, validate_chunk_size
 from p2pshare.core.errors import ConfigError, InvalidSize
 from p2pshare.core.sizes import parse_size
@@ -101,6 +110,7 @@ def profile_defaults(profile: str) -> dict[str, Any]:
             "log_format": "json",
             "repair_grace": 3600.0,
             "audit_interval": 600.0,
+            "encrypt": True,
         }
     raise ConfigError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILE_NAMES)}")
 
@@ -141,6 +151,43 @@ class Settings(BaseSettings):
     max_body_size: Size = Field(
         96 * 1024**2, ge=1024, description="largest request body the tracker accepts (96MiB)"
     )
+    # -- what the tracker and a node's peer API bound for each client (core.admission) --
+    rate_limit: float = Field(
+        DEFAULT_RATE,
+        gt=0,
+        le=1e9,
+        description="requests per second one client address may send to the tracker or a "
+        "node's peer API (5000); more get 429",
+    )
+    rate_burst: int = Field(
+        DEFAULT_BURST, ge=1, le=10**9, description="requests a client may send at once (20000)"
+    )
+    max_connections: int = Field(
+        DEFAULT_MAX_CONNECTIONS,
+        ge=1,
+        le=1_000_000,
+        description="connections the tracker or a node's peer API serves at once (1024); "
+        "more get 503",
+    )
+    header_timeout: float = Field(
+        DEFAULT_HEADER_TIMEOUT,
+        gt=0,
+        le=3600,
+        description="seconds a client has to send a request's headers (20); then it is cut off",
+    )
+    body_timeout: float = Field(
+        DEFAULT_BODY_TIMEOUT,
+        gt=0,
+        le=3600,
+        description="seconds a server waits for each 64KiB of a request body (30); then it is "
+        "cut off",
+    )
+    max_header_size: Size = Field(
+        DEFAULT_MAX_HEADER_SIZE,
+        ge=1024,
+        le=16 * 1024**2,
+        description="largest request head the tracker reads (64KiB); nodes allow 8KiB a line",
+    )
     repair_grace: float = Field(
         120.0,
         ge=0,
@@ -166,7 +213,7 @@ class Settings(BaseSettings):
         "node", min_length=1, max_length=64, description="this node's name as others see it"
     )
     public_address: HttpUrl | None = Field(
-        None, description="URL other nodes reach this node at (default: http://HOST:PORT)"
+        None, description="URL other nodes reach this node at (default: https://HOST:PORT)"
     )
     node_url: HttpUrl = Field(
         "http://127.0.0.1:7072", description="control URL of the local node, used by the CLI"
@@ -187,6 +234,13 @@ class Settings(BaseSettings):
         32, ge=1, le=4096, description="chunk downloads this node serves at once"
     )
     replicas: int = Field(2, ge=1, le=16, description="holders per uploaded chunk besides you")
+    tls: bool = Field(
+        True, description="serve and call over TLS with pinned certificates (production: required)"
+    )
+    encrypt: bool = Field(
+        False,
+        description="encrypt uploads before they leave this node (development off, production on)",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -256,7 +310,7 @@ def load_settings(
 
     token = _CONTEXT.set(_LoadContext(chosen, config_file))
     try:
-        return Settings(**given)
+        settings = Settings(**given)
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         key = str(err["loc"][0]) if err["loc"] else "?"
@@ -265,6 +319,10 @@ def load_settings(
         raise ConfigError(f"{where}: invalid value for {key!r}: {msg}") from None
     finally:
         _CONTEXT.reset(token)
+    if settings.env == "production" and not settings.tls:
+        where = _origin("tls", given, environ, config_file, file_values, chosen)
+        raise ConfigError(f"{where}: the production profile requires TLS ('tls' cannot be off)")
+    return settings
 
 
 def _env_value(environ: Mapping[str, str], key: str) -> str | None:
@@ -313,3 +371,15 @@ def describe_sources(
         key: _origin(key, given, environ, config_file, file_values, settings.env)
         for key in Settings.model_fields
     }
+
+
+def server_limits(settings: Settings) -> ServerLimits:
+    """Return what the tracker or a node's peer API bounds for each client, per ``settings``."""
+    return ServerLimits(
+        rate=settings.rate_limit,
+        burst=settings.rate_burst,
+        max_connections=settings.max_connections,
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        max_header_size=settings.max_header_size,
+    )

@@ -112,7 +112,7 @@ def test_upload_on_one_host_download_on_another(bed: NetBed, tmp_path: Path) -> 
         hosts = [by_id[h["node_id"]] for h in ch["holders"]]
         assert len(set(hosts)) == 3 and "h1" in hosts
         for h in ch["holders"]:
-            assert h["address"] == f"http://{bed.addr(by_id[h['node_id']])}:7071"
+            assert h["address"].startswith(f"https://{bed.addr(by_id[h['node_id']])}:7071#")
         for h in hosts:
             held[h] += 1
 

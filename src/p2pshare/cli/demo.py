@@ -28,7 +28,7 @@ from p2pshare.cli.transfer_cmds import follow, print_download_summary, print_upl
 from p2pshare.core.errors import P2PShareError, Unavailable
 from p2pshare.core.node_messages import DownloadRequest, UploadRequest
 from p2pshare.node.control_client import ControlClient
-from p2pshare.node.http import new_session
+from p2pshare.node.http import new_session, prepare, url_of
 
 NODES = ("alpha", "bravo", "charlie")
 DEMO_SIZE = 64 * 2**20
@@ -86,8 +86,9 @@ async def wait_http(url: str, cluster: Cluster) -> None:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as s:
         while time.monotonic() < deadline:
             cluster.check_alive()
+            req = prepare("GET", url)
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with s.get(url) as resp:
+                async with s.get(req.url, ssl=req.ssl) as resp:
                     if resp.status == 200:
                         return
             await asyncio.sleep(0.2)
@@ -103,8 +104,14 @@ def _sha256(path: Path) -> str:
 
 
 async def _demo(root: Path, cluster: Cluster, console: Console) -> None:
+    from p2pshare.tracker.server import tracker_url as url_of_tracker
+    from p2pshare.tracker.settings import TrackerSettings
+
     tracker_port = free_port()
-    tracker_url = f"http://127.0.0.1:{tracker_port}"
+    # the tracker's key is made now, so its URL (with the certificate pin) is known up front
+    tracker_url = await asyncio.to_thread(
+        url_of_tracker, TrackerSettings(data_dir=root / "tracker"), "127.0.0.1", tracker_port
+    )
     cluster.start(
         "tracker",
         "tracker",
@@ -116,7 +123,7 @@ async def _demo(root: Path, cluster: Cluster, console: Console) -> None:
         "2",
     )
     console.print(f"tracker   {tracker_url}")
-    await wait_http(f"{tracker_url}/v1/health", cluster)
+    await wait_http(url_of(tracker_url, "/v1/health"), cluster)
     controls: dict[str, str] = {}
     for name in NODES:
         port, control = free_port(), free_port()
@@ -137,7 +144,7 @@ async def _demo(root: Path, cluster: Cluster, console: Console) -> None:
             "1GiB",
         )
         controls[name] = f"http://127.0.0.1:{control}"
-        console.print(f"node      {name:<8} http://127.0.0.1:{port}  (control {controls[name]})")
+        console.print(f"node      {name:<8} https://127.0.0.1:{port}  (control {controls[name]})")
     for name in NODES:
         await wait_http(f"{controls[name]}/v1/control/status", cluster)
 

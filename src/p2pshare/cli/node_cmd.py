@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from p2pshare.cli.common import setup_logging
-from p2pshare.config import load_settings
+from p2pshare.config import load_settings, server_limits
 from p2pshare.core.sizes import format_size
 
 if TYPE_CHECKING:
@@ -115,10 +115,27 @@ def node_cmd(
         typer.Option(
             "--public-address",
             metavar="URL",
-            help="URL other nodes reach this one at, when not http://HOST:PORT.",
+            help="URL other nodes reach this one at, when not https://HOST:PORT.",
             show_default=False,
         ),
     ] = None,
+    tls: Annotated[
+        bool | None,
+        typer.Option(
+            "--tls/--no-tls",
+            help="Serve the peer API over TLS with this node's certificate [default: on; the "
+            "production profile refuses --no-tls].",
+            show_default=False,
+        ),
+    ] = None,
+    show_id: Annotated[
+        bool,
+        typer.Option(
+            "--show-id",
+            help="Print this node's id and certificate fingerprint (making its key on first "
+            "use) and exit.",
+        ),
+    ] = False,
 ) -> None:
     """Run a node: offer disk space to the network and serve this machine's transfers.
 
@@ -146,9 +163,13 @@ def node_cmd(
             "max_download_rate": max_download_rate,
             "max_peers_served": max_peers_served,
             "scan_interval": scan_interval,
+            "tls": tls,
         },
     )
     setup_logging(settings)
+    if show_id:
+        _show_id(settings.data_dir, as_json=c.json)
+        return
     opts = NodeOptions(
         data_dir=settings.data_dir,
         storage=settings.storage,
@@ -163,6 +184,8 @@ def node_cmd(
         max_download_rate=settings.max_download_rate,
         max_peers_served=settings.max_peers_served,
         scan_interval=settings.scan_interval,
+        tls=settings.tls,
+        limits=server_limits(settings),
     )
 
     def ready(r: NodeReady) -> None:
@@ -195,3 +218,19 @@ def node_cmd(
                 loop.remove_signal_handler(sig)
 
     asyncio.run(main())
+
+
+def _show_id(data_dir: Path, *, as_json: bool) -> None:
+    """Print the node id and certificate fingerprint kept in ``data_dir``."""
+    from p2pshare.security.keys import load_or_create_identity
+
+    identity = load_or_create_identity(data_dir)
+    if as_json:
+        doc = {"node_id": identity.node_id, "fingerprint": identity.fingerprint}
+        print(json.dumps(doc), flush=True)
+    else:
+        print(
+            f"{identity.node_id}\n  certificate fingerprint {identity.fingerprint}\n"
+            f"  key {identity.key_path}",
+            flush=True,
+        )

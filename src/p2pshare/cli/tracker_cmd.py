@@ -74,14 +74,32 @@ def tracker_cmd(
             show_default=False,
         ),
     ] = None,
+    tls: Annotated[
+        bool | None,
+        typer.Option(
+            "--tls/--no-tls",
+            help="Serve over TLS with the tracker's own certificate [default: on; the "
+            "production profile refuses --no-tls].",
+            show_default=False,
+        ),
+    ] = None,
+    show_id: Annotated[
+        bool,
+        typer.Option(
+            "--show-id",
+            help="Print the URL nodes are to be given (with the certificate fingerprint, made "
+            "on first use) and exit.",
+        ),
+    ] = False,
 ) -> None:
     """Run the tracker: the catalogue of nodes, files and chunk locations.
 
     Serves the HTTP API under /v1 (OpenAPI at /openapi.json) until ctrl-C or SIGTERM.
-    Prints one line when it is ready: the address it listens on.
+    Prints one line when it is ready: the URL to give nodes, with TLS
+    https://HOST:PORT#FINGERPRINT (the fingerprint pins the tracker's certificate).
     """
     # imported here so other commands do not pay for FastAPI, SQLAlchemy and uvicorn
-    from p2pshare.tracker.server import run
+    from p2pshare.tracker.server import run, tracker_url
     from p2pshare.tracker.settings import TrackerSettings
 
     c: Context = ctx.obj
@@ -96,9 +114,15 @@ def tracker_cmd(
             "heartbeat_interval": heartbeat_interval,
             "repair_grace": repair_grace,
             "audit_interval": audit_interval,
+            "tls": tls,
         },
     )
     setup_logging(settings)
+    tracker_settings = TrackerSettings.from_settings(settings)
+    if show_id:
+        url = tracker_url(tracker_settings, settings.tracker_host, settings.tracker_port)
+        print(json.dumps({"url": url}) if c.json else url, flush=True)
+        return
 
     def ready(url: str) -> None:
         if c.json:
@@ -106,4 +130,4 @@ def tracker_cmd(
         else:
             print(f"p2pshare tracker listening on {url}", flush=True)
 
-    run(TrackerSettings.from_settings(settings), on_ready=ready)
+    run(tracker_settings, on_ready=ready)

@@ -25,7 +25,7 @@ from p2pshare.cli.common import Interrupted, node_url, open_control, print_json
 from p2pshare.cli.network_cmds import NodeOption
 from p2pshare.core.chunking import validate_chunk_size
 from p2pshare.core.errors import InvalidInput, InvalidSize, P2PShareError
-from p2pshare.core.ids import validate_id
+from p2pshare.core.links import encode_key, parse_link
 from p2pshare.core.messages import NodeInfo
 from p2pshare.core.node_messages import (
     DownloadRequest,
@@ -37,6 +37,7 @@ from p2pshare.core.node_messages import (
 from p2pshare.core.sizes import format_size, parse_size
 from p2pshare.node.control_client import ControlClient
 from p2pshare.node.http import new_session
+from p2pshare.transfer.privacy import opened
 
 if TYPE_CHECKING:
     from p2pshare.cli.app import Context
@@ -183,12 +184,23 @@ def upload_cmd(
         str | None, typer.Option("--chunk-size", help="e.g. 4MiB [default: the configured one].")
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Name to register.")] = None,
+    encrypt: Annotated[
+        bool | None,
+        typer.Option(
+            "--encrypt/--no-encrypt",
+            help="Encrypt every chunk before it leaves this node; only holders of the share "
+            "link can read the file [default: the configured one: off in development, on in "
+            "production].",
+            show_default=False,
+        ),
+    ] = None,
     node: NodeOption = None,
 ) -> None:
     """Upload FILE: pick holders, cut it into chunks, push them, register it at the tracker.
 
     On a terminal you are shown the online nodes and asked how much space to use on each;
-    --alloc or --auto answer that for scripts. Prints the file id others download it with.
+    --alloc or --auto answer that for scripts. Prints the share link others download it
+    with: p2pshare://FILE_ID, and #KEY after it for an encrypted file.
     """
     c: Context = ctx.obj
     copies = replicas if replicas is not None else c.settings.replicas
@@ -248,6 +260,7 @@ def upload_cmd(
                     replicas=copies,
                     allocation=allocation,
                     chunk_size=size_arg,
+                    encrypt=encrypt if encrypt is not None else c.settings.encrypt,
                 )
             )
             return await follow(client, info, show=not c.json, console=console)
@@ -269,8 +282,13 @@ def print_upload_summary(console: Console, result: TransferResult) -> None:
     )
     for h in result.holders:
         chunks = f"{h.chunks} chunk{'' if h.chunks == 1 else 's'}"
-        console.print(f"  {h.name:<16} {h.address:<28} {chunks}, {format_size(h.bytes)}")
+        address = h.address.partition("#")[0]
+        console.print(f"  {h.name:<16} {address:<28} {chunks}, {format_size(h.bytes)}")
     console.print(f"file id: [bold]{result.file_id}[/bold]")
+    if result.encrypted:
+        console.print(
+            f"share link (anyone with it can read the file): [bold]{result.share_link}[/bold]"
+        )
 
 
 def print_download_summary(console: Console, result: TransferResult) -> None:
@@ -288,7 +306,15 @@ def print_download_summary(console: Console, result: TransferResult) -> None:
 
 def download_cmd(
     ctx: typer.Context,
-    file_id: Annotated[str, typer.Argument(help="The file's id.", show_default=False)],
+    file_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="FILE",
+            help="The file's id, or its share link p2pshare://FILE_ID[#KEY] (an encrypted "
+            "file needs the link with its key).",
+            show_default=False,
+        ),
+    ],
     output: Annotated[
         Path | None,
         typer.Option(
@@ -298,18 +324,23 @@ def download_cmd(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
     node: NodeOption = None,
 ) -> None:
-    """Download a file by its id, from several holders at once, verifying every byte."""
+    """Download a file by its id or share link, from several holders at once, verifying
+    every byte (and decrypting an encrypted file with the key in its link)."""
     c: Context = ctx.obj
-    validate_id(file_id, "file id")
+    link = parse_link(file_id)
+    key = encode_key(link.key) if link.key is not None else None
     console = Console(stderr=c.json, soft_wrap=True)
 
     async def main() -> TransferResult:
         async with new_session() as session:
             client = await open_control(session, node_url(c, node))
-            detail = await client.file(file_id)
-            out = (output or Path(detail.manifest.name)).expanduser().absolute()
+            detail = await client.file(link.file_id)
+            # an encrypted file's name is sealed: no key, or the wrong one, is refused here
+            part = opened(detail.manifest, link.key)
+            name = part.name if part is not None else detail.manifest.name
+            out = (output or Path(name)).expanduser().absolute()
             info = await client.start_download(
-                DownloadRequest(file_id=file_id, path=str(out), force=force)
+                DownloadRequest(file_id=link.file_id, path=str(out), force=force, key=key)
             )
             return await follow(client, info, show=not c.json, console=console)
 
@@ -318,6 +349,8 @@ def download_cmd(
         print_json(
             {
                 "file_id": result.file_id,
+                "name": result.name,
+                "encrypted": result.encrypted,
                 "path": result.path,
                 "sha256": result.sha256,
                 "bytes": result.size,

@@ -13,6 +13,7 @@ Every error the project raises on purpose is a :class:`P2PShareError`. Each clas
     │   ├── ConfigError         a configuration key or value that is refused
     │   ├── UnknownNode         a request names a node the tracker has never heard from
     │   └── PayloadTooLarge     a request body above the size limit (413)
+    ├── Unauthenticated         a request without a valid signature, or a replayed one (401)
     ├── Forbidden               the caller may not do this, e.g. delete another's file (403)
     ├── NotFound                the thing asked for does not exist (404)
     ├── Conflict                the id is taken by something different (409)
@@ -21,6 +22,7 @@ Every error the project raises on purpose is a :class:`P2PShareError`. Each clas
     ├── ReservationError        a reservation is unknown, too small or expired (409)
     │   └── ReservationExpired  the reservation's expiry has passed (410)
     ├── StoreLocked             another process owns this data directory (409)
+    ├── TooManyRequests         a source sent more requests than its rate limit (429)
     ├── Unavailable             a peer or the tracker did not answer in time (503)
     └── RemoteError             a peer answered with something we cannot use (502)
 
@@ -98,6 +100,13 @@ class PayloadTooLarge(InvalidInput):
     status = 413
 
 
+class Unauthenticated(P2PShareError):
+    """A request whose signature is missing, wrong, stale or already seen; nothing was changed."""
+
+    code = "unauthenticated"
+    status = 401
+
+
 class Forbidden(P2PShareError):
     """The caller may not do this (e.g. withdraw a file it does not own)."""
 
@@ -152,6 +161,13 @@ class StoreLocked(P2PShareError):
 
     code = "store-locked"
     status = 409
+
+
+class TooManyRequests(P2PShareError):
+    """A source passed its request rate limit; it may try again later."""
+
+    code = "too-many-requests"
+    status = 429
 
 
 class Unavailable(P2PShareError):

@@ -1,7 +1,8 @@
-"""Content ids: the SHA-256 hex strings that name chunks and files."""
+"""Ids: the SHA-256 hex strings that name chunks and files, and the node ids made from keys."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 
@@ -32,3 +33,54 @@ def validate_id(value: object, what: str = "id") -> str:
 def chunk_id(data: bytes | bytearray | memoryview) -> str:
     """Return the chunk id of ``data``: the SHA-256 of its bytes, as lowercase hex."""
     return hashlib.sha256(data).hexdigest()
+
+
+# --- node ids --------------------------------------------------------------------------------
+
+NODE_ID_PREFIX = "n"
+_NODE_HASH_CHARS = 32
+"""base32 characters of the key hash: 160 bits."""
+_NODE_CHECK_CHARS = 2
+NODE_ID_LENGTH = len(NODE_ID_PREFIX) + _NODE_HASH_CHARS + _NODE_CHECK_CHARS
+_NODE_ID_RE = re.compile(rf"n[a-z2-7]{{{_NODE_HASH_CHARS + _NODE_CHECK_CHARS}}}")
+
+
+def _b32(data: bytes) -> str:
+    return base64.b32encode(data).decode("ascii").rstrip("=").lower()
+
+
+def _node_check(body: str) -> str:
+    return _b32(hashlib.sha256(b"p2pshare node id\n" + body.encode("ascii")).digest())[
+        :_NODE_CHECK_CHARS
+    ]
+
+
+def node_id_of(public_key: bytes) -> str:
+    """Return the node id of a 32-byte Ed25519 public key.
+
+    ``n``, then the first 160 bits of SHA-256(public key) in lowercase base32 (32 characters),
+    then 2 check characters, so a mistyped id is refused rather than taken for another node.
+    """
+    body = _b32(hashlib.sha256(public_key).digest())[:_NODE_HASH_CHARS]
+    return NODE_ID_PREFIX + body + _node_check(body)
+
+
+def is_valid_node_id(value: object) -> bool:
+    """Return True when ``value`` is a well-formed node id whose check characters match."""
+    if not isinstance(value, str) or _NODE_ID_RE.fullmatch(value) is None:
+        return False
+    body = value[len(NODE_ID_PREFIX) : len(NODE_ID_PREFIX) + _NODE_HASH_CHARS]
+    return value.endswith(_node_check(body))
+
+
+def validate_node_id(value: object, what: str = "node id") -> str:
+    """Return ``value`` when it is a valid node id; raise :class:`InvalidId` otherwise."""
+    if not is_valid_node_id(value):
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        raise InvalidId(
+            f"{what} must be 'n' and {NODE_ID_LENGTH - 1} base32 characters with a valid "
+            f"check, got {shown}"
+        )
+    return value  # type: ignore[return-value]

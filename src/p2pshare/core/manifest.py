@@ -85,6 +85,14 @@ class Manifest(BaseModel):
     )
     file_id: HexId = Field(description="Merkle root over chunk_ids (the file's handle)")
     created: datetime = Field(description="when the manifest was made, UTC, whole seconds")
+    sealed: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="an encrypted file's name, size and plaintext SHA-256, sealed with its key "
+        "(base64url); absent for a plain file, whose chunks are the file's bytes",
+    )
 
     @field_validator("name")
     @classmethod
@@ -142,7 +150,7 @@ class Manifest(BaseModel):
     def canonical_json(self) -> bytes:
         """Return the canonical encoding: sorted keys, no spaces, UTF-8."""
         return json.dumps(
-            self.model_dump(mode="json"),
+            self.model_dump(mode="json", exclude_none=True),
             sort_keys=True,
             separators=(",", ":"),
             ensure_ascii=False,
@@ -205,8 +213,9 @@ class ManifestBuilder:
         self._size += n
         return cid
 
-    def finish(self, name: str, created: datetime) -> Manifest:
-        """Return the manifest of everything fed so far under ``name``."""
+    def finish(self, name: str, created: datetime, sealed: str | None = None) -> Manifest:
+        """Return the manifest of everything fed so far under ``name`` (with the ``sealed``
+        part of an encrypted file)."""
         ids = list(self._ids)
         return Manifest.parse(
             {
@@ -217,6 +226,7 @@ class ManifestBuilder:
                 "chunk_ids": ids,
                 "file_id": merkle_root(ids),
                 "created": created,
+                "sealed": sealed,
             }
         )
 

@@ -13,7 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from p2pshare.core.chunking import MAX_CHUNKS
 from p2pshare.core.errors import InvalidId
-from p2pshare.core.ids import validate_id
+from p2pshare.core.ids import NODE_ID_LENGTH, validate_id, validate_node_id
 from p2pshare.core.manifest import Manifest
 
 MAX_PAGE_SIZE = 500
@@ -35,14 +35,23 @@ def _hex_id(value: str) -> str:
 HexId = Annotated[str, AfterValidator(_hex_id)]
 """A chunk id or file id: 64 lowercase hex characters."""
 
+
+def _node_id(value: str) -> str:
+    try:
+        return validate_node_id(value)
+    except InvalidId as exc:
+        raise ValueError(exc.detail) from None
+
+
 NodeId = Annotated[
     str,
     Field(
-        min_length=1,
-        max_length=64,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
-        description="a node's id: letters, digits, '-' and '_', at most 64",
+        min_length=NODE_ID_LENGTH,
+        max_length=NODE_ID_LENGTH,
+        pattern=r"^n[a-z2-7]+$",
+        description="a node's id: the hash of its public key ('n' and 34 base32 characters)",
     ),
+    AfterValidator(_node_id),
 ]
 NodeName = Annotated[
     str,
@@ -53,14 +62,30 @@ NodeName = Annotated[
         description="a human label for a node; ids, not names, are trusted",
     ),
 ]
+
+
+def _address(value: str) -> str:
+    scheme = value.split("://", 1)[0]
+    pinned = "#" in value
+    if scheme == "https" and not pinned:
+        raise ValueError("an https address carries its certificate fingerprint after '#'")
+    if scheme == "http" and pinned:
+        raise ValueError("only an https address carries a certificate fingerprint")
+    return value
+
+
 Address = Annotated[
     str,
     Field(
         min_length=8,
         max_length=255,
-        pattern=r"^https?://[A-Za-z0-9.\-\[\]:]+(:[0-9]{1,5})?$",
-        description="base URL where a node serves its peer API, e.g. http://127.0.0.1:7071",
+        pattern=r"^https?://[A-Za-z0-9.\-\[\]:]+(:[0-9]{1,5})?(#[0-9a-f]{64})?$",
+        description=(
+            "base URL where a node serves its peer API: http://127.0.0.1:7071, or "
+            "https://HOST:PORT#FINGERPRINT with the SHA-256 (hex) of the node's certificate"
+        ),
     ),
+    AfterValidator(_address),
 ]
 ByteCount = Annotated[int, Field(ge=0, le=2**62, description="a number of bytes")]
 

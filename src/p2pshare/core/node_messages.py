@@ -84,6 +84,10 @@ class UploadRequest(Message):
         default=None, description="bytes to use on each chosen holder; None = spread by free space"
     )
     chunk_size: int | None = Field(default=None, description="None = the node's setting")
+    encrypt: bool | None = Field(
+        default=None,
+        description="encrypt each chunk before it leaves this node (None = the node's setting)",
+    )
 
 
 class DownloadRequest(Message):
@@ -92,6 +96,11 @@ class DownloadRequest(Message):
     file_id: HexId
     path: str = Field(min_length=1, max_length=4096, description="absolute output path")
     force: bool = Field(default=False, description="overwrite an existing file")
+    key: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]{43}$",
+        description="the file key of an encrypted file (the part of its share link after '#')",
+    )
 
 
 TransferKind = Literal["upload", "download"]
@@ -134,6 +143,12 @@ class TransferResult(Message):
         description="upload: where the chunks went; download: which nodes served them",
     )
     replicas: int | None = None
+    encrypted: bool = False
+    share_link: str | None = Field(
+        default=None,
+        description="p2pshare://FILE_ID, with #KEY for an encrypted file: hand it to whoever "
+        "may read the file (the key never goes to the tracker or the holders)",
+    )
 
 
 def transfer_result(

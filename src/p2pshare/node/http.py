@@ -1,19 +1,32 @@
 """The one way this room makes HTTP calls: a pooled aiohttp session, timeouts, and errors mapped
 into the project's error tree (callers never see ``aiohttp.ClientError`` or ``OSError``).
+
+Addresses may carry a pin: ``https://HOST:PORT#FINGERPRINT`` (the SHA-256 of the other side's
+certificate, hex). :func:`url_of` keeps the pin at the end of a URL built on an address and
+:func:`prepare` turns it into the TLS check of the request (``aiohttp.Fingerprint``): a
+certificate that does not match is refused before a byte of the request is sent. An https URL
+without a pin is refused. :func:`prepare` also signs the request when given a signer
+(:mod:`p2pshare.security.signing`).
 """
 
 from __future__ import annotations
 
+import functools
+import re
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from yarl import URL
 
-from p2pshare.core.errors import P2PShareError, RemoteError, Unavailable
+from p2pshare.core.errors import InvalidInput, P2PShareError, RemoteError, Unavailable
 from p2pshare.core.messages import Message, Problem
 from p2pshare.core.problems import PROBLEM_JSON, error_from_problem
+from p2pshare.security.signing import Signer, body_sha256, sign_request
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -23,6 +36,72 @@ TRANSFER_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=3
 """For chunk bodies: no total (a chunk may be large), but 30 s of silence ends it."""
 MAX_JSON_RESPONSE = 128 * 2**20
 """Largest JSON answer read (a file detail of 2^20 chunks is about 100 MB)."""
+
+
+_PIN_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def url_of(address: str, path: str) -> str:
+    """Return ``path`` on ``address``, keeping the address's pin (``#...``) at the end."""
+    base, sep, pin = address.partition("#")
+    return f"{base.rstrip('/')}{path}{sep}{pin}"
+
+
+def address_pin(address: str) -> str | None:
+    """Return the certificate fingerprint an address carries after ``#``, if any."""
+    _, sep, pin = address.partition("#")
+    return pin if sep else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _pinned(pin: str) -> aiohttp.Fingerprint:
+    """Return the TLS check of ``pin``: one object per pin, so the session's pool keeps
+    reusing the connections it opened with it (the pool keys connections by it)."""
+    return aiohttp.Fingerprint(bytes.fromhex(pin))
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A request ready for ``session.request``: its URL (no pin), TLS check and headers."""
+
+    url: URL
+    ssl: aiohttp.Fingerprint | bool
+    headers: dict[str, str]
+
+
+def prepare(
+    method: str,
+    url: str,
+    *,
+    params: Mapping[str, Any] | None = None,
+    body_hash: str | None = None,
+    signer: Signer | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Prepared:
+    """Return the URL, TLS pin and headers of a request to ``url``.
+
+    ``body_hash`` is the hex SHA-256 of the body a signature covers (of no bytes when None).
+    Raises :class:`InvalidInput` for an https URL without a well-formed pin.
+    """
+    base, sep, pin = url.partition("#")
+    target = URL(base)
+    if params:
+        target = target.update_query({k: str(v) for k, v in params.items()})
+    tls: aiohttp.Fingerprint | bool = True
+    if target.scheme == "https":
+        if not sep or _PIN_RE.fullmatch(pin) is None:
+            raise InvalidInput(
+                f"{base}: an https address needs the certificate fingerprint after '#' "
+                "(64 hex characters, as the tracker lists it)"
+            )
+        tls = _pinned(pin)
+    elif sep:
+        raise InvalidInput(f"{base}: only an https address carries a certificate fingerprint")
+    all_headers = dict(headers or {})
+    if signer is not None:
+        digest = body_hash or body_sha256(b"")
+        all_headers |= sign_request(signer, method, target.raw_path_qs, digest, now=time.time())
+    return Prepared(target, tls, all_headers)
 
 
 def new_session(*, limit: int = 64, limit_per_host: int = 16) -> aiohttp.ClientSession:
@@ -59,6 +138,13 @@ async def mapped_errors(where: str) -> AsyncIterator[None]:
         raise
     except TimeoutError:
         raise Unavailable(f"{where}: no answer in time") from None
+    except aiohttp.ServerFingerprintMismatch:
+        raise Unavailable(
+            f"{where}: its TLS certificate does not match the pinned fingerprint "
+            "(not the node it claims to be): refused"
+        ) from None
+    except aiohttp.ClientConnectorCertificateError as exc:
+        raise Unavailable(f"{where}: TLS certificate refused ({exc.certificate_error})") from None
     except aiohttp.ClientConnectorError as exc:
         raise Unavailable(f"{where}: cannot connect ({exc.os_error.strerror or exc})") from None
     except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
@@ -79,19 +165,32 @@ async def call(
     params: Mapping[str, Any] | None = None,
     where: str,
     client_timeout: aiohttp.ClientTimeout = CONTROL_TIMEOUT,
+    signer: Signer | None = None,
 ) -> M:
     """Send ``body`` as JSON and return the answer parsed as ``response_model``.
 
-    ``where`` names the other side in error messages. Raises the error of a problem answer
-    (our error tree), :class:`Unavailable` when the other side cannot be reached or is silent
-    past the timeout, and :class:`RemoteError` for a malformed answer.
+    ``where`` names the other side in error messages; ``signer`` signs the request. Raises the
+    error of a problem answer (our error tree), :class:`Unavailable` when the other side cannot
+    be reached or is silent past the timeout, and :class:`RemoteError` for a malformed answer.
     """
     data = body.model_dump_json().encode() if body is not None else None
-    headers = {"Content-Type": "application/json"} if data is not None else None
+    req = prepare(
+        method,
+        url,
+        params=params,
+        body_hash=body_sha256(data) if data is not None else None,
+        signer=signer,
+        headers={"Content-Type": "application/json"} if data is not None else None,
+    )
     async with (
         mapped_errors(where),
         session.request(
-            method, url, data=data, params=params, headers=headers, timeout=client_timeout
+            method,
+            req.url,
+            data=data,
+            headers=req.headers,
+            ssl=req.ssl,
+            timeout=client_timeout,
         ) as resp,
     ):
         await raise_for_problem(resp, where)

@@ -5,12 +5,18 @@
 - ``GET``/``HEAD /v1/chunks/{chunk_id}``: serve a chunk (sendfile);
 - ``POST /v1/acks``: a downloader's receipt (download step 6), reported on to the tracker;
 - ``POST /v1/challenges``: an audit; answer HMAC-SHA256(key=nonce, the chunk's bytes).
+
+Every route but the chunk GET takes only signed requests (:mod:`p2pshare.security.signing`):
+a reservation is issued to the node that signed its request, and a push, or the release of a
+reservation, is accepted only when signed by that same node. A push's signature covers its
+body by the chunk id (the SHA-256 the store checks the bytes against).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -18,7 +24,15 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
 from p2pshare.core.audit import ProofHasher
-from p2pshare.core.errors import InvalidInput, NotFound, PayloadTooLarge, Unavailable
+from p2pshare.core.errors import (
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    ReservationError,
+    ReservationExpired,
+    Unavailable,
+)
 from p2pshare.core.ids import validate_id
 from p2pshare.core.node_messages import (
     AckReceipt,
@@ -29,9 +43,11 @@ from p2pshare.core.node_messages import (
     ReservationGrant,
     ReservationRequest,
 )
+from p2pshare.node.guard import body_pieces, streamed_body
 from p2pshare.node.identity import NodeIdentity
 from p2pshare.node.limits import RateLimiter
 from p2pshare.node.problems import json_response, read_model
+from p2pshare.security.signing import HEADER, ReplayGuard, body_sha256, verify
 from p2pshare.storage.filestore import FileChunkStore
 
 STORE = web.AppKey("store", FileChunkStore)
@@ -42,15 +58,41 @@ DOWNLOAD_LIMIT = web.AppKey("download_limit", RateLimiter)
 SERVING = web.AppKey("serving", asyncio.Semaphore)
 """Caps the chunk downloads served at once (optional); beyond it a fetch gets 503."""
 IDENTITY = web.AppKey("identity", NodeIdentity)
+REPLAYS = web.AppKey("replays", ReplayGuard)
+"""The signed requests seen within the signature window (each is accepted once)."""
 ON_ACK = web.AppKey("on_ack", Callable[[DownloadAck], None])
 """Called with each valid downloader ack (the holder's report to the tracker goes from there)."""
 
 PIECE = 1 << 20
 
 
+async def signer_of(request: web.Request, body_hash: str | None = None) -> str:
+    """Return the node id that signed ``request``; raise :class:`Unauthenticated` unless the
+    signature is valid, fresh and not seen before. ``body_hash`` defaults to the hash of the
+    (already read) body."""
+    if body_hash is None:
+        body_hash = body_sha256(await request.read())
+    now = time.time()
+    header = verify(
+        request.headers.get(HEADER), request.method, request.raw_path, body_hash, now=now
+    )
+    request.app[REPLAYS].check(header, now=now)
+    return header.node_id
+
+
+async def _owned_reservation(store: FileChunkStore, reservation_id: str, signer: str) -> None:
+    """Raise :class:`Forbidden` unless ``reservation_id`` was issued to ``signer``."""
+    reservation = await store.get_reservation(reservation_id)
+    if reservation.upload_id.partition(":")[0] != signer:
+        raise Forbidden(f"reservation {reservation_id} was not issued to node {signer}")
+
+
 async def reserve(request: web.Request) -> web.Response:
     """Promise ``nbytes`` for ``upload_id`` until the ttl passes; 507 when space is short."""
     body = await read_model(request, ReservationRequest)
+    signer = await signer_of(request)
+    if body.requester != signer:
+        raise Forbidden(f"requester {body.requester} is not the signer {signer}")
     store = request.app[STORE]
     r = await store.reserve(f"{body.requester}:{body.upload_id}", body.nbytes, body.ttl)
     grant = ReservationGrant(
@@ -67,10 +109,15 @@ async def release(request: web.Request) -> web.Response:
     reservation_id = request.match_info["reservation_id"]
     if not 1 <= len(reservation_id) <= 64 or not reservation_id.isalnum():
         raise InvalidInput("malformed reservation id")
-    await request.app[STORE].release(reservation_id)
+    signer = await signer_of(request)
+    store = request.app[STORE]
+    with contextlib.suppress(ReservationExpired):  # a lapsed one holds nothing any more
+        await _owned_reservation(store, reservation_id, signer)
+    await store.release(reservation_id)
     return web.Response(status=204)
 
 
+@streamed_body
 async def put_chunk(request: web.Request) -> web.Response:
     """Receive a chunk under a reservation; ack only once it is verified and durable."""
     store = request.app[STORE]
@@ -78,6 +125,7 @@ async def put_chunk(request: web.Request) -> web.Response:
     reservation = request.query.get("reservation")
     if not reservation:
         raise InvalidInput("a chunk push needs ?reservation=ID (ask POST /v1/reservations first)")
+    await _owned_reservation(store, reservation, await signer_of(request, chunk_id))
     length = request.content_length
     if length is None:
         raise InvalidInput("a chunk push needs a Content-Length")
@@ -85,7 +133,12 @@ async def put_chunk(request: web.Request) -> web.Response:
         raise PayloadTooLarge(
             f"chunk of {length} bytes is above the {store.max_chunk_size} this node accepts"
         )
-    pieces = request.content.iter_chunked(PIECE)
+    left = (await store.get_reservation(reservation)).remaining  # refused before reading
+    if length > left:
+        raise ReservationError(
+            f"chunk of {length} bytes is above the {left} left in reservation {reservation}"
+        )
+    pieces = body_pieces(request, PIECE)  # each 64 KiB within body_timeout (guard.py)
     limit = request.app.get(DOWNLOAD_LIMIT)
     result = await store.put(
         chunk_id, limit.paced(pieces) if limit else pieces, reservation_id=reservation
@@ -154,6 +207,9 @@ async def _paced_chunk(
 async def ack(request: web.Request) -> web.Response:
     """Take a downloader's receipt for the bytes it received from this node."""
     body = await read_model(request, DownloadAck)
+    signer = await signer_of(request)
+    if body.downloader != signer:
+        raise Forbidden(f"downloader {body.downloader} is not the signer {signer}")
     request.app[ON_ACK](body)
     return json_response(AckReceipt(holder=request.app[IDENTITY].node_id, recorded=True))
 
@@ -161,6 +217,7 @@ async def ack(request: web.Request) -> web.Response:
 async def challenge(request: web.Request) -> web.Response:
     """Answer an audit from this node's copy of the chunk; 404 when it has none."""
     body = await read_model(request, Challenge)
+    await signer_of(request)
     store = request.app[STORE]
     hasher = ProofHasher(body.nonce)
     async with await store.get(body.chunk_id) as reader:

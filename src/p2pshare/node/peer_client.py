@@ -17,21 +17,35 @@ from p2pshare.core.node_messages import (
     ReservationGrant,
     ReservationRequest,
 )
-from p2pshare.node.http import TRANSFER_TIMEOUT, call, mapped_errors, raise_for_problem
+from p2pshare.node.http import (
+    TRANSFER_TIMEOUT,
+    call,
+    mapped_errors,
+    prepare,
+    raise_for_problem,
+    url_of,
+)
 from p2pshare.node.limits import Piece, RateLimiter, pieces_of
+from p2pshare.security.signing import Signer
 
 
 class PeerClient:
-    """Calls to other nodes' peer APIs over a shared session (which the caller owns)."""
+    """Calls to other nodes' peer APIs over a shared session (which the caller owns).
+
+    Requests that change something at the holder (reservations, pushes, acks, challenges) are
+    signed by ``signer``; addresses carry the holder's certificate pin (:func:`url_of`).
+    """
 
     def __init__(
         self,
         session: aiohttp.ClientSession,
         *,
+        signer: Signer | None = None,
         upload: RateLimiter | None = None,
         download: RateLimiter | None = None,
     ) -> None:
         self._session = session
+        self._signer = signer
         self._up = upload or RateLimiter(None)
         self._down = download or RateLimiter(None)
 
@@ -40,18 +54,22 @@ class PeerClient:
         return await call(
             self._session,
             "POST",
-            f"{address}/v1/reservations",
+            url_of(address, "/v1/reservations"),
             ReservationGrant,
             body=body,
-            where=f"node {address}",
+            where=_where(address),
+            signer=self._signer,
         )
 
     async def release(self, address: str, reservation_id: str) -> None:
         """End a reservation at ``address`` early."""
-        where = f"node {address}"
+        where = _where(address)
+        req = prepare(
+            "DELETE", url_of(address, f"/v1/reservations/{reservation_id}"), signer=self._signer
+        )
         async with (
             mapped_errors(where),
-            self._session.delete(f"{address}/v1/reservations/{reservation_id}") as resp,
+            self._session.delete(req.url, headers=req.headers, ssl=req.ssl) as resp,
         ):
             await raise_for_problem(resp, where)
 
@@ -63,19 +81,26 @@ class PeerClient:
         Raises :class:`RemoteError` when the ack does not match what was sent.
         """
         validate_id(chunk_id, "chunk id")
-        where = f"node {address}"
+        where = _where(address)
         body: bytes | AsyncIterator[Piece] = (
             self._up.paced(pieces_of(data)) if self._up.rate else data
         )
-        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(data))}
+        # the signature covers the body by its hash, which is the chunk id the holder checks
+        req = prepare(
+            "PUT",
+            url_of(address, f"/v1/chunks/{chunk_id}"),
+            params={"reservation": reservation_id},
+            body_hash=chunk_id,
+            signer=self._signer,
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(len(data)),
+            },
+        )
         async with (
             mapped_errors(where),
             self._session.put(
-                f"{address}/v1/chunks/{chunk_id}",
-                params={"reservation": reservation_id},
-                data=body,
-                headers=headers,
-                timeout=TRANSFER_TIMEOUT,
+                req.url, data=body, headers=req.headers, ssl=req.ssl, timeout=TRANSFER_TIMEOUT
             ) as resp,
         ):
             await raise_for_problem(resp, where)
@@ -92,13 +117,14 @@ class PeerClient:
         :class:`RemoteError`.
         """
         validate_id(chunk_id, "chunk id")
-        where = f"node {address}"
+        where = _where(address)
         buf = bytearray(size)
         view = memoryview(buf)
         got = 0
+        req = prepare("GET", url_of(address, f"/v1/chunks/{chunk_id}"))
         async with (
             mapped_errors(where),
-            self._session.get(f"{address}/v1/chunks/{chunk_id}", timeout=TRANSFER_TIMEOUT) as resp,
+            self._session.get(req.url, ssl=req.ssl, timeout=TRANSFER_TIMEOUT) as resp,
         ):
             await raise_for_problem(resp, where)
             if resp.content_length is not None and resp.content_length != size:
@@ -121,13 +147,14 @@ class PeerClient:
         answer = await call(
             self._session,
             "POST",
-            f"{address}/v1/challenges",
+            url_of(address, "/v1/challenges"),
             ChallengeAnswer,
             body=body,
-            where=f"node {address}",
+            where=_where(address),
+            signer=self._signer,
         )
         if answer.chunk_id != body.chunk_id:
-            raise RemoteError(f"node {address}: answered for chunk {answer.chunk_id}")
+            raise RemoteError(f"{_where(address)}: answered for chunk {answer.chunk_id}")
         return answer
 
     async def ack(self, address: str, body: DownloadAck) -> AckReceipt:
@@ -135,8 +162,14 @@ class PeerClient:
         return await call(
             self._session,
             "POST",
-            f"{address}/v1/acks",
+            url_of(address, "/v1/acks"),
             AckReceipt,
             body=body,
-            where=f"node {address}",
+            signer=self._signer,
+            where=_where(address),
         )
+
+
+def _where(address: str) -> str:
+    """Name a node by its address (without the pin) in error messages."""
+    return f"node {address.partition('#')[0]}"

@@ -28,19 +28,23 @@ from p2pshare.core.messages import (
     ReplicaReport,
     Stats,
 )
-from p2pshare.node.http import M, call
+from p2pshare.node.http import M, call, url_of
+from p2pshare.security.signing import Signer
 
 
 class TrackerClient:
     """Calls to one tracker at ``base_url`` over a shared session (which the caller owns)."""
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, base_url: str, signer: Signer | None = None
+    ) -> None:
         self._session = session
         self.base_url = base_url.rstrip("/")
-        self._where = f"tracker {self.base_url}"
+        self._signer = signer
+        self._where = f"tracker {self.base_url.partition('#')[0]}"
 
     def _url(self, path: str) -> str:
-        return f"{self.base_url}/v1{path}"
+        return url_of(self.base_url, f"/v1{path}")
 
     async def announce(self, body: NodeAnnounce) -> AnnounceAck:
         """Say this node is online; return the heartbeat interval to keep."""
@@ -128,6 +132,7 @@ class TrackerClient:
             self._url(f"/nodes/{node_id}/drain"),
             DrainStatus,
             where=self._where,
+            signer=self._signer,
         )
 
     async def drain_status(self, node_id: str) -> DrainStatus:
@@ -165,9 +170,16 @@ class TrackerClient:
             Receipt,
             params={"node_id": owner},
             where=self._where,
+            signer=self._signer,
         )
 
     async def _post(self, path: str, body: Message, model: type[M]) -> M:
         return await call(
-            self._session, "POST", self._url(path), model, body=body, where=self._where
+            self._session,
+            "POST",
+            self._url(path),
+            model,
+            body=body,
+            where=self._where,
+            signer=self._signer,
         )

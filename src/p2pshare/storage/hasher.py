@@ -8,15 +8,17 @@ whatever the file's size, and the event loop never blocks.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import stat
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from p2pshare.core.errors import IntegrityError, InvalidInput, NotFound
 from p2pshare.core.manifest import Manifest, ManifestBuilder, validate_name
+from p2pshare.security import sealing
 from p2pshare.storage.chunkstore import ChunkStore
 
 ProgressCallback = Callable[[int], None]
@@ -111,17 +113,24 @@ async def ingest_file(
     created: datetime,
     name: str | None = None,
     on_progress: Callable[[int], None] | None = None,
+    key: bytes | None = None,
 ) -> Manifest:
     """Read the file at ``path`` once, store each chunk in ``store``, and return the manifest.
 
     This is the uploader's chunk assembly folder (upload steps 4-5): the file is read one
     chunk at a time in a worker thread (memory: one chunk), each chunk is hashed and put into
     the store (a chunk already there is not written again). ``on_progress`` is called on the
-    event loop with the bytes of each chunk done. Raises like :func:`hash_file_sync`, and what
-    :meth:`ChunkStore.put` raises (e.g. :class:`QuotaExceeded` when the store is full).
+    event loop with the bytes of each chunk done. With ``key`` each chunk is encrypted first
+    (:mod:`p2pshare.security.sealing`): the store, and the manifest's chunk ids, hold the
+    ciphertext, and the name, size and SHA-256 of the plaintext are sealed in the manifest.
+    Raises like :func:`hash_file_sync`, and what :meth:`ChunkStore.put` raises (e.g.
+    :class:`QuotaExceeded` when the store is full).
     """
     builder = ManifestBuilder(chunk_size)
     name = validate_name(path.name if name is None else name)
+    piece_size = chunk_size if key is None else sealing.plain_chunk_size(chunk_size)
+    plain_sha = hashlib.sha256()
+    read = 0
     try:
         fh = await asyncio.to_thread(path.open, "rb")
     except FileNotFoundError:
@@ -134,25 +143,39 @@ async def ingest_file(
         info = await asyncio.to_thread(os.fstat, fh.fileno())
         if not stat.S_ISREG(info.st_mode):
             raise InvalidInput(f"{path}: not a regular file")
-        buf = bytearray(chunk_size)
+        buf = bytearray(piece_size)
         view = memoryview(buf)
+        index = 0
         while True:
             n = await asyncio.to_thread(_read_full, fh, view)
             if n == 0:
                 break
             piece = bytes(view[:n])
+            read += n
+            if key is not None:
+                piece = await asyncio.to_thread(_seal_chunk, plain_sha, key, index, piece)
             chunk_id = await asyncio.to_thread(builder.add_chunk, piece)
             await store.put(chunk_id, piece)
+            index += 1
             if on_progress is not None:
                 on_progress(n)
-            if n < chunk_size:
+            if n < piece_size:
                 break
     except OSError as exc:
         raise InvalidInput(f"{path}: cannot read: {exc.strerror}") from None
     finally:
         await asyncio.to_thread(fh.close)
-    if builder.size != info.st_size:
+    if read != info.st_size:
         raise IntegrityError(
-            f"{path}: changed while it was read ({info.st_size} bytes before, {builder.size} read)"
+            f"{path}: changed while it was read ({info.st_size} bytes before, {read} read)"
         )
-    return builder.finish(name, created)
+    if key is None:
+        return builder.finish(name, created)
+    part = sealing.SealedPart(name, read, plain_sha.hexdigest())
+    return builder.finish(sealing.ENCRYPTED_NAME, created, sealing.seal(key, part))
+
+
+def _seal_chunk(plain_sha: Any, key: bytes, index: int, piece: bytes) -> bytes:
+    """Hash a plaintext chunk into ``plain_sha`` and return it encrypted (worker thread)."""
+    plain_sha.update(piece)
+    return sealing.encrypt_chunk(key, index, piece)

@@ -7,6 +7,7 @@ once with pydantic (``model_dump_json``) instead of being validated again on the
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -15,7 +16,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.responses import Response
 
 from p2pshare import __version__
-from p2pshare.core.errors import InvalidInput
+from p2pshare.core.errors import Forbidden, InvalidInput
 from p2pshare.core.ids import validate_id
 from p2pshare.core.messages import (
     DEFAULT_PAGE_SIZE,
@@ -41,6 +42,7 @@ from p2pshare.core.messages import (
     ReplicaReport,
     Stats,
 )
+from p2pshare.security.signing import HEADER, body_sha256, verify
 from p2pshare.tracker.problems import PROBLEM_JSON
 from p2pshare.tracker.state import TrackerState
 
@@ -51,6 +53,8 @@ _PROBLEMS: dict[int | str, dict[str, object]] = {
     status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": text}
     for status, text in [
         (400, "invalid input (problem+json)"),
+        (401, "a signed request whose signature is missing, bad, stale or replayed"),
+        (403, "the signer may not do this: it speaks for another node or file owner"),
         (404, "not found (problem+json)"),
         (413, "request body too large (problem+json)"),
         (422, "validation failed (problem+json), naming each field"),
@@ -83,6 +87,31 @@ async def _file_id(
 FileId = Annotated[str, Depends(_file_id)]
 
 
+async def _signer(request: Request, t: State) -> str:
+    """Return the node id that signed ``request``; raise :class:`Unauthenticated` unless its
+    signature header is valid, fresh and not seen before (design.md §6)."""
+    body = await request.body()  # cached by Starlette: the body model reads the same bytes
+    path = request.scope.get("raw_path") or request.scope["path"].encode()
+    target = path.split(b"?", 1)[0].decode("latin-1")
+    query = request.scope.get("query_string", b"")
+    if query:
+        target += "?" + query.decode("latin-1")
+    now = time.time()
+    header = verify(request.headers.get(HEADER), request.method, target, body_sha256(body), now=now)
+    t.replays.check(header, now=now)
+    return header.node_id
+
+
+Signer = Annotated[str, Depends(_signer)]
+"""The node id proven by the request's signature."""
+
+
+def _acting_as(signer: str, claimed: str, what: str = "node_id") -> None:
+    """Raise :class:`Forbidden` unless the request speaks for the node that signed it."""
+    if claimed != signer:
+        raise Forbidden(f"{what} {claimed} is not the signer {signer}: a node speaks for itself")
+
+
 def answer(model: BaseModel, status_code: int = 200) -> Response:
     """Return ``model`` as a JSON response, serialized once."""
     return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")
@@ -92,12 +121,13 @@ def answer(model: BaseModel, status_code: int = 200) -> Response:
 
 
 @router.post("/nodes/announce", response_model=AnnounceAck, tags=["nodes"])
-async def announce(body: NodeAnnounce, t: State) -> Response:
+async def announce(body: NodeAnnounce, t: State, signer: Signer) -> Response:
     """A node says it is online; the answer says when to announce next.
 
     Liveness is kept in memory and written behind; only a new or changed node (name,
-    address, offered bytes) is written before the answer.
+    address, offered bytes) is written before the answer. Signed by the node itself.
     """
+    _acting_as(signer, body.node_id)
     if t.liveness.needs_row_write(body):
         await t.repo.save_node(body)
         t.liveness.row_written(body)
@@ -118,41 +148,46 @@ async def announce(body: NodeAnnounce, t: State) -> Response:
 
 
 @router.post("/nodes/{node_id}/lost", response_model=Receipt, tags=["nodes"])
-async def report_lost(node_id: str, body: ReclaimReport, t: State) -> Response:
+async def report_lost(node_id: str, body: ReclaimReport, t: State, signer: Signer) -> Response:
     """A node lost chunks (its integrity scan found them corrupt): they are repaired."""
+    _acting_as(signer, body.node_id)
     if _valid_node_id(node_id) != body.node_id:
         raise InvalidInput(f"the path names node {node_id}, the body {body.node_id}")
     return answer(await t.repairs.lost(body))
 
 
 @router.post("/reclaims", response_model=Receipt, tags=["nodes"])
-async def report_reclaim(body: ReclaimReport, t: State) -> Response:
+async def report_reclaim(body: ReclaimReport, t: State, signer: Signer) -> Response:
     """A node confirms it deleted chunks the tracker said no file needs any more."""
+    _acting_as(signer, body.node_id)
     return answer(await t.repairs.reclaimed(body))
 
 
 @router.post("/audits", response_model=Receipt, tags=["nodes"])
-async def report_audit(body: AuditReport, t: State) -> Response:
+async def report_audit(body: AuditReport, t: State, signer: Signer) -> Response:
     """A challenger reports an audit it got with an announce answer.
 
     ``failed`` and ``unanswered`` mark the target's copy bad (no longer listed or counted; the
     repair desk copies the chunk elsewhere); ``challenger-bad`` marks the challenger's own.
     """
+    _acting_as(signer, body.node_id)
     return answer(await t.audits.report(body))
 
 
 @router.post("/repairs", response_model=Receipt, tags=["nodes"])
-async def report_repair(body: RepairReport, t: State) -> Response:
+async def report_repair(body: RepairReport, t: State, signer: Signer) -> Response:
     """A node reports how a repair task it got with an announce answer ended.
 
     ``ok`` records the target as a holder of the chunk (the target acked it to the source).
     """
+    _acting_as(signer, body.node_id)
     return answer(await t.repairs.report(body))
 
 
 @router.post("/nodes/{node_id}/drain", response_model=DrainStatus, tags=["nodes"])
-async def start_drain(node_id: str, t: State) -> Response:
+async def start_drain(node_id: str, t: State, signer: Signer) -> Response:
     """A node is leaving: copy its chunks elsewhere; answers how many still wait."""
+    _acting_as(signer, _valid_node_id(node_id))
     return answer(await t.repairs.drain(_valid_node_id(node_id)))
 
 
@@ -195,12 +230,13 @@ async def list_nodes(
     tags=["files"],
     responses={409: {"model": Problem, "description": "file id taken by another owner"}},
 )
-async def register_file(body: FileRegistration, t: State) -> Response:
+async def register_file(body: FileRegistration, t: State, signer: Signer) -> Response:
     """Upload step 9-10: register a file with its placement and the holders' acks.
 
     Committed before the answer. Repeating the same registration answers with the first ack
-    (status 200 instead of 201).
+    (status 200 instead of 201). Signed by the owner.
     """
+    _acting_as(signer, body.owner, "owner")
     ack, new = await t.repo.register_file(body)
     return answer(ack, status_code=201 if new else 200)
 
@@ -229,25 +265,34 @@ async def file_detail(file_id: FileId, t: State) -> Response:
 
 
 @router.post("/files/{file_id}/leechers", response_model=Receipt, tags=["files"])
-async def update_leecher(file_id: FileId, body: LeecherUpdate, t: State) -> Response:
+async def update_leecher(
+    file_id: FileId, body: LeecherUpdate, t: State, signer: Signer
+) -> Response:
     """A node starts or stops downloading the file."""
+    _acting_as(signer, body.node_id)
     return answer(await t.repo.update_leecher(file_id, body))
 
 
 @router.post("/files/{file_id}/replicas", response_model=Receipt, tags=["files"])
-async def report_replicas(file_id: FileId, body: ReplicaReport, t: State) -> Response:
+async def report_replicas(
+    file_id: FileId, body: ReplicaReport, t: State, signer: Signer
+) -> Response:
     """A node reports chunks of the file it now holds or lost, and other holders' bad copies.
 
     Lost and bad chunks are looked at by the repair desk in its next round.
     """
+    _acting_as(signer, body.node_id)
     receipt = await t.repo.report_replicas(file_id, body)
     t.repairs.mark({*body.lost, *(b.chunk_id for b in body.bad)})
     return answer(receipt)
 
 
 @router.post("/files/{file_id}/downloads", response_model=Receipt, tags=["files"])
-async def report_download(file_id: FileId, body: DownloadReport, t: State) -> Response:
+async def report_download(
+    file_id: FileId, body: DownloadReport, t: State, signer: Signer
+) -> Response:
     """Download steps 7-8: a holder reports bytes served, a leecher reports completion."""
+    _acting_as(signer, body.node_id)
     return answer(await t.repo.report_download(file_id, body))
 
 
@@ -260,10 +305,12 @@ async def report_download(file_id: FileId, body: DownloadReport, t: State) -> Re
 async def delete_file(
     file_id: FileId,
     t: State,
+    signer: Signer,
     node_id: Annotated[str, Query(max_length=64, description="the owner's node id")],
 ) -> Response:
-    """The owner withdraws the file (idempotent)."""
-    return answer(await t.repo.delete_file(file_id, _valid_node_id(node_id)))
+    """The owner withdraws the file (idempotent); signed by the owner."""
+    _acting_as(signer, _valid_node_id(node_id))
+    return answer(await t.repo.delete_file(file_id, signer))
 
 
 def _valid_node_id(node_id: str) -> str:

@@ -3,6 +3,9 @@
 :func:`run` binds the socket itself, so a port in use is a plain :class:`OSError` before
 anything starts and ``port=0`` picks a free port; ``on_ready`` is called with the base URL
 once the app's lifespan has finished starting (migrations applied) and the socket accepts.
+With TLS (the default) the tracker serves with its own key and self-signed certificate
+(:mod:`p2pshare.security.keys`, in the data dir) and its URL carries the certificate's
+fingerprint, ``https://HOST:PORT#FINGERPRINT``: the URL nodes are given, like an SSH host key.
 SIGINT and SIGTERM stop the server cleanly: open requests finish, the lifespan writes the
 last announces and closes the database.
 """
@@ -15,8 +18,10 @@ from collections.abc import Callable
 
 import uvicorn
 
+from p2pshare.security.keys import load_or_create_identity
 from p2pshare.tracker.app import create_app
 from p2pshare.tracker.clock import Clock
+from p2pshare.tracker.guard import uvicorn_options
 from p2pshare.tracker.settings import TrackerSettings
 
 log = logging.getLogger(__name__)
@@ -36,10 +41,20 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def base_url(sock: socket.socket) -> str:
-    """Return ``http://HOST:PORT`` for a bound socket."""
+def base_url(sock: socket.socket, fingerprint: str | None = None) -> str:
+    """Return ``http://HOST:PORT`` for a bound socket, or ``https://HOST:PORT#FINGERPRINT``."""
     host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"https://{where}#{fingerprint}" if fingerprint else f"http://{where}"
+
+
+def tracker_url(settings: TrackerSettings, host: str, port: int) -> str:
+    """Return the URL nodes are given for a tracker on ``host:port`` with ``settings``'s key
+    (made on first call), without starting anything (``tracker --show-id``)."""
+    if not settings.tls:
+        return f"http://{host}:{port}"
+    identity = load_or_create_identity(settings.data_dir)
+    return f"https://{host}:{port}#{identity.fingerprint}"
 
 
 class _Server(uvicorn.Server):
@@ -69,20 +84,25 @@ def run(
     Raises :class:`OSError` when the address cannot be bound and :class:`ConfigError` for an
     unsupported database URL. Exits with status 3 when the app fails to start.
     """
+    identity = load_or_create_identity(settings.data_dir) if settings.tls else None
     app = create_app(settings, clock=clock)
     sock = bind(settings.host, settings.port)
+    tls: dict[str, str] = {}
+    if identity is not None:
+        tls = {"ssl_certfile": str(identity.cert_path), "ssl_keyfile": str(identity.key_path)}
     config = uvicorn.Config(
         app,
         loop="auto",
-        http="auto",
         lifespan="on",
         log_level=settings.log_level.lower(),
         log_config=None,
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=10,
+        **tls,  # type: ignore[arg-type]
+        **uvicorn_options(settings.limits),  # http protocol and connection cap (guard.py)
     )
-    server = _Server(config, base_url(sock), on_ready)
+    server = _Server(config, base_url(sock, identity.fingerprint if identity else None), on_ready)
     try:
         server.run(sockets=[sock])
     finally:

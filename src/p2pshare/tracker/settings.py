@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from p2pshare.config import Settings
+from p2pshare.config import Settings, server_limits
+from p2pshare.core.admission import ServerLimits
 
 DB_FILE_NAME = "tracker.db"
 OFFLINE_AFTER_INTERVALS = 3
@@ -26,9 +27,13 @@ class TrackerSettings:
     port: int = 7070
     heartbeat_interval: float = 30.0
     max_body_size: int = 96 * 1024**2
+    limits: ServerLimits = field(default_factory=ServerLimits)
+    """per-client rate, connections, head size and read deadlines (:mod:`.guard`)"""
     log_level: str = "INFO"
     repair_grace: float = 120.0
     audit_interval: float = 60.0
+    tls: bool = True
+    """serve over TLS with the tracker's own key (DATA_DIR/identity.key) and certificate"""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TrackerSettings:
@@ -40,9 +45,11 @@ class TrackerSettings:
             port=settings.tracker_port,
             heartbeat_interval=settings.heartbeat_interval,
             max_body_size=settings.max_body_size,
+            limits=server_limits(settings),
             log_level=settings.log_level,
             repair_grace=settings.repair_grace,
             audit_interval=settings.audit_interval,
+            tls=settings.tls,
         )
 
     @property

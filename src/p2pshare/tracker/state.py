@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from p2pshare.security.signing import ReplayGuard
 from p2pshare.tracker.audit import AuditDesk
 from p2pshare.tracker.clock import Clock
 from p2pshare.tracker.db import Database
@@ -26,3 +27,5 @@ class TrackerState:
     audits: AuditDesk
     announce_ack: bytes
     """the answer to every announce, serialized once"""
+    replays: ReplayGuard = field(default_factory=ReplayGuard)
+    """the signed requests seen within the signature window (each is accepted once)"""

@@ -26,3 +26,5 @@ class NodeContext:
     total: int = 8
     """concurrent requests in all (memory: total x chunk size)"""
     reservation_ttl: float = 1800.0
+    encrypt: bool = False
+    """encrypt uploads unless the request says otherwise"""

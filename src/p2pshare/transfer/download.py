@@ -34,6 +34,7 @@ from p2pshare.core.errors import (
     Unavailable,
 )
 from p2pshare.core.ids import chunk_id as hash_chunk
+from p2pshare.core.links import decode_key
 from p2pshare.core.messages import (
     MAX_REPORT_CHUNKS,
     BadReplica,
@@ -51,6 +52,7 @@ from p2pshare.core.node_messages import (
 )
 from p2pshare.core.scheduler import ChunkSource, DownloadScheduler, FailureKind
 from p2pshare.transfer.context import NodeContext
+from p2pshare.transfer.privacy import decrypt_file, opened, shown
 from p2pshare.transfer.progress import Transfer
 from p2pshare.transfer.records import JsonLines
 
@@ -130,6 +132,7 @@ def _sha256_of(fd: int, size: int) -> str:
 
 
 def _finish_file(fd: int, part: Path, out: Path, force: bool) -> None:
+    """Move the complete ``part`` (open at ``fd``) to ``out``, durably."""
     os.fsync(fd)
     if force:
         part.replace(out)
@@ -152,6 +155,8 @@ async def download(ctx: NodeContext, req: DownloadRequest, t: Transfer) -> Trans
     detail = await fetch_detail(ctx, req.file_id)
     manifest = detail.manifest
     t.file_id = manifest.file_id
+    key = decode_key(req.key) if req.key is not None else None
+    sealed = opened(manifest, key)  # before any byte is fetched: no key, or the wrong one
     plan = ChunkPlan.for_size(manifest.size, manifest.chunk_size)
     part, record_path = part_paths(out)
 
@@ -191,7 +196,14 @@ async def download(ctx: NodeContext, req: DownloadRequest, t: Transfer) -> Trans
                 f"the assembled file hashes to {sha}, not {manifest.sha256}; "
                 "the part file was kept for inspection"
             )
-        await asyncio.to_thread(_finish_file, fd, part, out, req.force)
+        if sealed is None:
+            await asyncio.to_thread(_finish_file, fd, part, out, req.force)
+        else:
+            t.note("decrypting")
+            plain = out.with_name(out.name + ".plain.part")
+            await asyncio.to_thread(decrypt_file, fd, manifest, key, sealed, plain)
+            await asyncio.to_thread(_finish_file, fd, plain, out, req.force)
+            await asyncio.to_thread(part.unlink)
     except BaseException:
         await asyncio.to_thread(os.close, fd)
         await asyncio.to_thread(record.close)
@@ -208,7 +220,8 @@ async def download(ctx: NodeContext, req: DownloadRequest, t: Transfer) -> Trans
         for h, (c, b) in sorted(served.items())
         if c
     ]
-    return transfer_result(manifest, str(out), time.monotonic() - started, sources)
+    result = transfer_result(manifest, str(out), time.monotonic() - started, sources)
+    return shown(result, manifest, key)
 
 
 async def _resume(

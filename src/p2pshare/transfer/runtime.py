@@ -12,22 +12,27 @@ import asyncio
 import json
 import logging
 import os
+import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
 
+from p2pshare.core.admission import ServerLimits
 from p2pshare.core.errors import InvalidInput
 from p2pshare.core.messages import NodeAnnounce
 from p2pshare.node import control_api, peer_api
+from p2pshare.node.guard import GUARD, PeerGuard
 from p2pshare.node.heartbeat import ServedReporter, heartbeat_loop, integrity_loop
 from p2pshare.node.http import new_session
-from p2pshare.node.identity import NodeIdentity, load_or_create_node_id
+from p2pshare.node.identity import NodeIdentity
 from p2pshare.node.limits import RateLimiter
 from p2pshare.node.peer_client import PeerClient
 from p2pshare.node.problems import problems_middleware
 from p2pshare.node.tracker_client import TrackerClient
+from p2pshare.security.keys import load_or_create_identity, server_context
+from p2pshare.security.signing import ReplayGuard
 from p2pshare.storage.filestore import FileChunkStore
 from p2pshare.transfer.audit import audit_worker
 from p2pshare.transfer.context import NodeContext
@@ -55,7 +60,11 @@ class NodeOptions:
     control_port: int = 7072
     name: str = "node"
     public_address: str | None = None
-    """the URL other nodes use to reach this one (default: http://HOST:PORT)"""
+    """the URL other nodes use to reach this one (default: https://HOST:PORT)"""
+    encrypt: bool = False
+    """encrypt uploads unless an upload request says otherwise"""
+    tls: bool = True
+    """serve the peer API over TLS with this node's certificate (off: plain HTTP, debugging)"""
     chunk_size: int = 4 << 20
     max_upload_rate: int | None = None
     """bytes per second sent at most (None: no cap)"""
@@ -63,6 +72,8 @@ class NodeOptions:
     max_peers_served: int = 32
     scan_interval: float = 21600.0
     """seconds between integrity scans of the store"""
+    limits: ServerLimits = field(default_factory=ServerLimits)
+    """what the peer API bounds for each client (node/guard.py)"""
 
 
 @dataclass(frozen=True)
@@ -129,42 +140,48 @@ async def run_node(
             "node: give --public-address URL (e.g. http://192.168.1.11:7071)"
         )
     await asyncio.to_thread(opts.data_dir.mkdir, parents=True, exist_ok=True)
-    node_id = await asyncio.to_thread(load_or_create_node_id, opts.data_dir)
+    keys = await asyncio.to_thread(load_or_create_identity, opts.data_dir)
+    node_id = keys.node_id
+    tls = await asyncio.to_thread(server_context, keys) if opts.tls else None
     store = await FileChunkStore.open(opts.data_dir, quota=opts.storage, exclusive=True)
     runners: list[web.AppRunner] = []
     runtime_file = opts.data_dir / RUNTIME_FILE
     try:
         async with new_session() as session:
-            tracker = TrackerClient(session, opts.tracker_url)
+            tracker = TrackerClient(session, opts.tracker_url, signer=keys)
             reporter = ServedReporter(tracker, node_id)
 
+            guard = PeerGuard(opts.limits)
             peer_app = web.Application(
-                middlewares=[problems_middleware], client_max_size=JSON_BODY_LIMIT
+                middlewares=[problems_middleware, guard.middleware], client_max_size=JSON_BODY_LIMIT
             )
+            peer_app[GUARD] = guard
             peer_api.add_routes(peer_app)
             peer_app[peer_api.STORE] = store
+            peer_app[peer_api.REPLAYS] = ReplayGuard()
             up_limit = RateLimiter(opts.max_upload_rate)
             down_limit = RateLimiter(opts.max_download_rate)
             peer_app[peer_api.UPLOAD_LIMIT] = up_limit
             peer_app[peer_api.DOWNLOAD_LIMIT] = down_limit
             peer_app[peer_api.SERVING] = asyncio.Semaphore(opts.max_peers_served)
             peer_app[peer_api.ON_ACK] = reporter.record
-            peer_runner = web.AppRunner(peer_app, access_log=None)
+            peer_runner = web.AppRunner(peer_app, access_log=None, **guard.runner_options())
             await peer_runner.setup()
+            guard.attach(peer_runner.server)
             runners.append(peer_runner)
-            await _start_site(peer_runner, opts.host, opts.port)
-            port = _bound_port(peer_runner)
-            address = opts.public_address or f"http://{opts.host}:{port}"
-            identity = NodeIdentity(node_id, opts.name, address.rstrip("/"))
+            await _start_site(peer_runner, opts.host, opts.port, tls)
+            address = _peer_address(opts, _bound_port(peer_runner), keys.fingerprint)
+            identity = NodeIdentity(node_id, opts.name, address)
             peer_app[peer_api.IDENTITY] = identity
 
             ctx = NodeContext(
                 store=store,
                 identity=identity,
                 tracker=tracker,
-                peers=PeerClient(session, upload=up_limit, download=down_limit),
+                peers=PeerClient(session, signer=keys, upload=up_limit, download=down_limit),
                 data_dir=opts.data_dir,
                 chunk_size=opts.chunk_size,
+                encrypt=opts.encrypt,
             )
             manager = TransferManager(ctx, on_left=stop.set)
             repairs = repair_worker(ctx)
@@ -232,8 +249,22 @@ async def run_node(
         await store.close()
 
 
-async def _start_site(runner: web.AppRunner, host: str, port: int) -> None:
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+def _peer_address(opts: NodeOptions, port: int, fingerprint: str) -> str:
+    """Return the address others reach this node at: with TLS, ``https://...#FINGERPRINT``."""
+    scheme = "https" if opts.tls else "http"
+    base = (opts.public_address or f"{scheme}://{opts.host}:{port}").rstrip("/")
+    if not base.startswith(f"{scheme}://"):
+        raise InvalidInput(
+            f"--public-address {base} must start with {scheme}:// "
+            f"(TLS is {'on' if opts.tls else 'off'})"
+        )
+    return f"{base}#{fingerprint}" if opts.tls else base
+
+
+async def _start_site(
+    runner: web.AppRunner, host: str, port: int, tls: ssl.SSLContext | None = None
+) -> None:
+    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=tls)
     try:
         await site.start()
     except OSError as exc:

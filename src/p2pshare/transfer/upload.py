@@ -47,8 +47,10 @@ from p2pshare.core.node_messages import (
 )
 from p2pshare.core.placement import ChunkNeed, PlacementError, plan_placement
 from p2pshare.core.sizes import format_size
-from p2pshare.storage.hasher import ingest_file
+from p2pshare.security.keys import load_or_create_file_key
+from p2pshare.storage.hasher import hash_file, ingest_file
 from p2pshare.transfer.context import NodeContext
+from p2pshare.transfer.privacy import shown
 from p2pshare.transfer.progress import Transfer
 from p2pshare.transfer.records import JsonLines
 
@@ -136,9 +138,11 @@ async def upload(ctx: NodeContext, req: UploadRequest, t: Transfer) -> TransferR
     plan = ChunkPlan.for_size(size, chunk_size)
     plan_placement([ChunkNeed(f"{s.index:064x}", s.length) for s in plan], budgets, req.replicas)
 
-    # steps 4-5: hash and chunk once into this node's store
+    # steps 4-5: hash and chunk once into this node's store (encrypted: hash first, for the key)
     t.move("hashing", f"hashing {name}")
-    t.set_total(size)
+    encrypt = ctx.encrypt if req.encrypt is None else req.encrypt
+    t.set_total(2 * size if encrypt else size)
+    key = await _file_key(ctx, path, chunk_size, t) if encrypt else None
     manifest = await ingest_file(
         ctx.store,
         path,
@@ -146,12 +150,13 @@ async def upload(ctx: NodeContext, req: UploadRequest, t: Transfer) -> TransferR
         created=datetime.now(UTC),
         name=name,
         on_progress=t.advance,
+        key=key,
     )
     t.file_id = manifest.file_id
     existing = await _registered(ctx, manifest)
     if existing is not None:
         t.move("registering", "already registered at the tracker")
-        return _result_of(existing, path, started, by_id)
+        return shown(_result_of(existing, path, started, by_id), manifest, key)
 
     record, entries = await asyncio.to_thread(
         JsonLines.open, ctx.data_dir / "uploads" / f"{manifest.file_id}.jsonl"
@@ -170,7 +175,16 @@ async def upload(ctx: NodeContext, req: UploadRequest, t: Transfer) -> TransferR
 
     addresses = {n.node_id: n.address for n in by_id.values()}
     good = {c: acks.good(c) for c in list(acks.by_chunk)}
-    return _result(manifest, path, started, good, by_id, addresses, req.replicas)
+    result = _result(manifest, path, started, good, by_id, addresses, req.replicas)
+    return shown(result, manifest, key)
+
+
+async def _file_key(ctx: NodeContext, path: Path, chunk_size: int, t: Transfer) -> bytes:
+    """Return the key to encrypt ``path`` with: the owner's key for this plaintext and chunk
+    size, made on first use (a resumed or repeated upload encrypts to the same chunks)."""
+    plain = await hash_file(path, chunk_size=chunk_size, created=datetime.now(UTC), name=path.name)
+    t.advance(plain.size)
+    return await asyncio.to_thread(load_or_create_file_key, ctx.data_dir, plain.sha256, chunk_size)
 
 
 async def _registered(ctx: NodeContext, manifest: Manifest) -> FileDetail | None:

@@ -392,6 +392,7 @@ def test_json_output_of_upload_and_download(net: Cluster, tmp_path: Path) -> Non
     assert {"file_id", "size", "chunks", "holders", "sha256", "seconds"} <= up.keys()
     assert (up["size"], up["chunks"], up["sha256"]) == (4 * CHUNK + 9, 5, digest)
     assert len(up["file_id"]) == 64
+    assert (up["share_link"], up["encrypted"]) == (f"p2pshare://{up['file_id']}", False)
     holders = up["holders"]
     assert holders and all(
         {"node_id", "name", "address", "chunks", "bytes"} <= h.keys() for h in holders
@@ -404,7 +405,17 @@ def test_json_output_of_upload_and_download(net: Cluster, tmp_path: Path) -> Non
     proc = net.cli(n3, "download", up["file_id"], "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     down = json.loads(proc.stdout)
-    assert set(down) == {"file_id", "path", "sha256", "bytes", "seconds", "sources"}
+    assert set(down) == {
+        "file_id",
+        "name",
+        "encrypted",
+        "path",
+        "sha256",
+        "bytes",
+        "seconds",
+        "sources",
+    }
+    assert (down["name"], down["encrypted"]) == (src.name, False)
     assert (down["file_id"], down["path"], down["sha256"], down["bytes"]) == (
         up["file_id"],
         str(out),

@@ -16,6 +16,7 @@ from p2pshare.tracker.app import create_app
 from p2pshare.tracker.clock import FakeClock
 from p2pshare.tracker.settings import TrackerSettings
 from p2pshare.tracker.state import TrackerState
+from tests.integration.tracker.support import SignAsSender
 
 
 @dataclass
@@ -46,7 +47,9 @@ def start_tracker(tmp_path: Path) -> StartTracker:
         app = create_app(settings, clock=clock)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://tracker") as client:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://tracker", auth=SignAsSender()
+            ) as client:
                 yield Running(app, client, clock, settings)
 
     return start

@@ -1,19 +1,31 @@
-"""``p2pshare tracker`` as a real process on a free loopback port."""
+"""``p2pshare tracker`` as a real process on a free loopback port, serving TLS (the default).
+
+The URL comes from the process's ready line, ``https://127.0.0.1:PORT#FINGERPRINT``; clients
+use it without the ``#FINGERPRINT`` and with ``verify=False`` (the certificate is
+self-signed), and :meth:`TrackerProcess.start` checks that the certificate served is the one
+the fingerprint pins.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from tests.integration.tracker.support import SignAsSender
+
 START_TIMEOUT = 30.0
+READY = "p2pshare tracker listening on "
 
 
 def free_port() -> int:
@@ -33,13 +45,32 @@ class TrackerProcess:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    listening: str = ""
+    """The URL of the ready line, ``https://HOST:PORT#FINGERPRINT`` (``http://`` with
+    ``--no-tls``)."""
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        """The base URL for a client: the ready line's URL without ``#FINGERPRINT``."""
+        assert self.listening, "not started"
+        return self.listening.split("#", 1)[0]
+
+    @property
+    def fingerprint(self) -> str | None:
+        """The certificate fingerprint the ready line pins (None without TLS)."""
+        _, sep, pin = self.listening.partition("#")
+        return pin if sep else None
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        """Return a client of the tracker that signs as the test node each request speaks
+        for (:class:`SignAsSender`); TLS without certificate checks (the fingerprint is
+        checked at start)."""
+        kwargs.setdefault("timeout", 10)
+        return httpx.Client(base_url=self.url, verify=False, auth=SignAsSender(), **kwargs)
 
     def start(self) -> None:
-        """Start the process and wait until ``/v1/health`` answers."""
+        """Start the process, wait for its ready line and until ``/v1/health`` answers."""
+        self.listening = ""
         self.starts += 1
         out = (self.log_dir / f"tracker-{self.starts}.out").open("wb")
         err = (self.log_dir / f"tracker-{self.starts}.err").open("wb")
@@ -64,13 +95,35 @@ class TrackerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"tracker exited with {self.proc.returncode}: {self.stderr()}")
-            try:
-                if httpx.get(f"{self.url}/v1/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
+            if not self.listening:
+                self.listening = self._ready_url()
+            if self.listening:
+                try:
+                    r = httpx.get(f"{self.url}/v1/health", timeout=1, verify=False)
+                    if r.status_code == 200:
+                        self._check_pin()
+                        return
+                except httpx.TransportError:
+                    pass
             time.sleep(0.05)
         raise AssertionError(f"tracker did not answer within {START_TIMEOUT} s: {self.stderr()}")
+
+    def _ready_url(self) -> str:
+        """Return the URL of the ready line once it is printed, else ''."""
+        for line in self.stdout().splitlines():
+            if line.startswith(READY):
+                return line[len(READY) :].strip()
+        return ""
+
+    def _check_pin(self) -> None:
+        """Assert the served certificate is the one the ready line's fingerprint names."""
+        if self.fingerprint is None:
+            assert self.url.startswith("http://"), self.listening
+            return
+        assert self.url.startswith("https://"), self.listening
+        pem = ssl.get_server_certificate(("127.0.0.1", self.port), timeout=5)
+        served = hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+        assert served == self.fingerprint, (served, self.listening)
 
     def stdout(self) -> str:
         return (self.log_dir / f"tracker-{self.starts}.out").read_text()

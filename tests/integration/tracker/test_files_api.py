@@ -14,9 +14,12 @@ from tests.integration.tracker.support import (
     announce,
     assert_problem,
     body,
+    ids,
     manifest,
+    nid,
     node,
     registration,
+    send_signed,
 )
 
 
@@ -28,7 +31,9 @@ async def count(t: Running, model: type) -> int:
 async def test_register_then_read_detail(tracker: Running) -> None:
     await announce(tracker.client, node("owner"), node("h1"), node("h2"))
     m = manifest(3)
-    r = await tracker.client.post("/v1/files", json=body(registration(m, "owner", ["h1", "h2"])))
+    r = await tracker.client.post(
+        "/v1/files", json=body(registration(m, nid("owner"), [nid("h1"), nid("h2")]))
+    )
     assert r.status_code == 201, r.text
     ack = RegistrationAck.model_validate_json(r.content)
     assert (ack.file_id, ack.state) == (m.file_id, "available")
@@ -38,15 +43,15 @@ async def test_register_then_read_detail(tracker: Running) -> None:
     assert r.status_code == 200
     detail = FileDetail.model_validate_json(r.content)
     assert detail.manifest == m
-    assert detail.owner == "owner"
+    assert detail.owner == nid("owner")
     assert detail.state == "available"
     assert [c.chunk_id for c in detail.chunks] == m.chunk_ids
     assert [c.index for c in detail.chunks] == [0, 1, 2]
     for c in detail.chunks:
-        assert [h.node_id for h in c.holders] == ["h1", "h2"]
+        assert [h.node_id for h in c.holders] == ids("h1", "h2")
         assert all(h.online for h in c.holders)
         assert c.replicas_online == 2
-    assert sorted(s.node_id for s in detail.seeders) == ["h1", "h2"]
+    assert sorted(s.node_id for s in detail.seeders) == ids("h1", "h2")
     assert detail.leechers == []
     assert detail.downloads == 0
     assert await count(tracker, Chunk) == 3
@@ -55,7 +60,7 @@ async def test_register_then_read_detail(tracker: Running) -> None:
 
 async def test_register_is_idempotent(tracker: Running) -> None:
     await announce(tracker.client, node("owner"), node("h1"))
-    reg = body(registration(manifest(2), "owner", ["h1"]))
+    reg = body(registration(manifest(2), nid("owner"), [nid("h1")]))
     first = await tracker.client.post("/v1/files", json=reg)
     assert first.status_code == 201
     tracker.clock.advance(60)
@@ -72,13 +77,19 @@ async def test_same_file_id_other_owner_or_manifest_conflicts(tracker: Running) 
     await announce(tracker.client, node("owner"), node("other"), node("h1"))
     m = manifest(2)
     assert (
-        await tracker.client.post("/v1/files", json=body(registration(m, "owner", ["h1"])))
+        await tracker.client.post(
+            "/v1/files", json=body(registration(m, nid("owner"), [nid("h1")]))
+        )
     ).is_success
-    r = await tracker.client.post("/v1/files", json=body(registration(m, "other", ["h1"])))
+    r = await tracker.client.post(
+        "/v1/files", json=body(registration(m, nid("other"), [nid("h1")]))
+    )
     assert_problem(r, 409, "conflict", m.file_id, "another node")
     renamed = m.model_copy(update={"name": "other-name.bin"})
     assert renamed.file_id == m.file_id
-    r = await tracker.client.post("/v1/files", json=body(registration(renamed, "owner", ["h1"])))
+    r = await tracker.client.post(
+        "/v1/files", json=body(registration(renamed, nid("owner"), [nid("h1")]))
+    )
     assert_problem(r, 409, "conflict", "different manifest")
 
 
@@ -86,7 +97,9 @@ async def test_manifest_that_does_not_verify_is_refused(tracker: Running) -> Non
     await announce(tracker.client, node("owner"), node("h1"))
     m = manifest(3)
     forged = m.model_copy(update={"file_id": "ab" * 32})
-    r = await tracker.client.post("/v1/files", json=body(registration(forged, "owner", ["h1"])))
+    r = await tracker.client.post(
+        "/v1/files", json=body(registration(forged, nid("owner"), [nid("h1")]))
+    )
     assert_problem(r, 400, "invalid-manifest", "does not match")
     assert await count(tracker, File) == 0
     assert await count(tracker, Replica) == 0
@@ -95,10 +108,14 @@ async def test_manifest_that_does_not_verify_is_refused(tracker: Running) -> Non
 async def test_unknown_holder_or_owner_is_refused(tracker: Running) -> None:
     await announce(tracker.client, node("owner"), node("h1"))
     m = manifest(2)
-    r = await tracker.client.post("/v1/files", json=body(registration(m, "owner", ["h1", "ghost"])))
-    assert_problem(r, 400, "unknown-node", "holder ghost")
-    r = await tracker.client.post("/v1/files", json=body(registration(m, "nobody", ["h1"])))
-    assert_problem(r, 400, "unknown-node", "owner nobody")
+    r = await tracker.client.post(
+        "/v1/files", json=body(registration(m, nid("owner"), [nid("h1"), nid("ghost")]))
+    )
+    assert_problem(r, 400, "unknown-node", f"holder {nid('ghost')}")
+    r = await tracker.client.post(
+        "/v1/files", json=body(registration(m, nid("nobody"), [nid("h1")]))
+    )
+    assert_problem(r, 400, "unknown-node", f"owner {nid('nobody')}")
     assert await count(tracker, File) == 0
     assert await count(tracker, Replica) == 0
     assert (await tracker.client.get(f"/v1/files/{m.file_id}")).status_code == 404
@@ -107,7 +124,7 @@ async def test_unknown_holder_or_owner_is_refused(tracker: Running) -> None:
 async def test_chunk_without_holder_is_refused(tracker: Running) -> None:
     await announce(tracker.client, node("owner"), node("h1"))
     m = manifest(3)
-    reg = body(registration(m, "owner", ["h1"]))
+    reg = body(registration(m, nid("owner"), [nid("h1")]))
     reg["placement"] = reg["placement"][1:]
     reg["acks"] = reg["acks"][1:]
     r = await tracker.client.post("/v1/files", json=reg)
@@ -118,7 +135,7 @@ async def test_chunk_without_holder_is_refused(tracker: Running) -> None:
 async def test_holder_without_ack_and_wrong_ack_size_are_refused(tracker: Running) -> None:
     await announce(tracker.client, node("owner"), node("h1"))
     m = manifest(2)
-    reg = body(registration(m, "owner", ["h1"]))
+    reg = body(registration(m, nid("owner"), [nid("h1")]))
     no_ack = {**reg, "acks": reg["acks"][1:]}
     assert_problem(
         await tracker.client.post("/v1/files", json=no_ack), 422, "invalid-input", "no ack"
@@ -132,7 +149,7 @@ async def test_holder_without_ack_and_wrong_ack_size_are_refused(tracker: Runnin
 
 async def test_registration_validation_names_the_field(tracker: Running) -> None:
     await announce(tracker.client, node("owner"), node("h1"))
-    reg = body(registration(manifest(2), "owner", ["h1"]))
+    reg = body(registration(manifest(2), nid("owner"), [nid("h1")]))
     reg["manifest"] = {**reg["manifest"], "name": "../etc/passwd"}
     doc = assert_problem(await tracker.client.post("/v1/files", json=reg), 422, "invalid-input")
     assert doc["errors"][0]["field"] == "body.manifest.name"
@@ -144,14 +161,16 @@ async def test_file_with_a_repeated_chunk(tracker: Running) -> None:
     block = bytes(range(256)) * (CHUNK // 256)
     m = manifest_of_bytes(block * 3 + b"tail", "repeat.bin", CREATED, CHUNK)
     assert len(set(m.chunk_ids)) == 2 and len(m.chunk_ids) == 4
-    r = await tracker.client.post("/v1/files", json=body(registration(m, "owner", ["h1"])))
+    r = await tracker.client.post(
+        "/v1/files", json=body(registration(m, nid("owner"), [nid("h1")]))
+    )
     assert r.status_code == 201, r.text
     detail = FileDetail.model_validate_json(
         (await tracker.client.get(f"/v1/files/{m.file_id}")).content
     )
     assert [c.chunk_id for c in detail.chunks] == m.chunk_ids
-    assert all([h.node_id for h in c.holders] == ["h1"] for c in detail.chunks)
-    assert [s.node_id for s in detail.seeders] == ["h1"]
+    assert all([h.node_id for h in c.holders] == [nid("h1")] for c in detail.chunks)
+    assert [s.node_id for s in detail.seeders] == [nid("h1")]
     assert await count(tracker, Chunk) == 4
     assert await count(tracker, Replica) == 2
 
@@ -159,7 +178,9 @@ async def test_file_with_a_repeated_chunk(tracker: Running) -> None:
 async def test_empty_file_registers(tracker: Running) -> None:
     await announce(tracker.client, node("owner"))
     m = manifest_of_bytes(b"", "empty", CREATED, CHUNK)
-    r = await tracker.client.post("/v1/files", json=body(registration(m, "owner", ["owner"])))
+    r = await tracker.client.post(
+        "/v1/files", json=body(registration(m, nid("owner"), [nid("owner")]))
+    )
     assert r.status_code == 201, r.text
     detail = (await tracker.client.get(f"/v1/files/{m.file_id}")).json()
     assert detail["chunks"] == [] and detail["seeders"] == []
@@ -182,7 +203,9 @@ async def test_list_files_pagination_and_name_filter(tracker: Running) -> None:
         m = manifest(2, seed=i + 10, name=name)
         ids.append(m.file_id)
         assert (
-            await tracker.client.post("/v1/files", json=body(registration(m, "owner", ["h1"])))
+            await tracker.client.post(
+                "/v1/files", json=body(registration(m, nid("owner"), [nid("h1")]))
+            )
         ).is_success
         tracker.clock.advance(1)
     doc = (await tracker.client.get("/v1/files?limit=2")).json()
@@ -201,7 +224,7 @@ async def test_list_files_pagination_and_name_filter(tracker: Running) -> None:
         "name": "notes.txt",
         "size": 64 * 1024 + 1000,
         "chunks": 2,
-        "owner": "owner",
+        "owner": nid("owner"),
         "state": "available",
         "created": "2030-01-01T00:00:01Z",
         "downloads": 0,
@@ -217,22 +240,30 @@ async def test_list_files_pagination_and_name_filter(tracker: Running) -> None:
 async def test_delete_by_owner_only_and_idempotent(tracker: Running) -> None:
     await announce(tracker.client, node("owner"), node("h1"))
     m = manifest(2)
-    await tracker.client.post("/v1/files", json=body(registration(m, "owner", ["h1"])))
+    await tracker.client.post("/v1/files", json=body(registration(m, nid("owner"), [nid("h1")])))
     url = f"/v1/files/{m.file_id}"
-    assert_problem(await tracker.client.delete(url, params={"node_id": "h1"}), 403, "forbidden")
-    assert_problem(await tracker.client.delete(url), 422, "invalid-input", "query.node_id")
     assert_problem(
-        await tracker.client.delete(url, params={"node_id": "bad id"}),
+        await tracker.client.delete(url, params={"node_id": nid("h1")}), 403, "forbidden"
+    )
+    # signed by the owner, so the query check is what refuses them
+    assert_problem(
+        await send_signed(tracker.client, "DELETE", url, "owner"),
+        422,
+        "invalid-input",
+        "query.node_id",
+    )
+    assert_problem(
+        await send_signed(tracker.client, "DELETE", url, "owner", params={"node_id": "bad id"}),
         400,
         "invalid-input",
         "node_id",
     )
     assert (await tracker.client.get(url)).status_code == 200
-    r = await tracker.client.delete(url, params={"node_id": "owner"})
+    r = await tracker.client.delete(url, params={"node_id": nid("owner")})
     assert r.status_code == 200
     assert r.json()["recorded"] == "file-deleted"
     tracker.clock.advance(5)
-    again = await tracker.client.delete(url, params={"node_id": "owner"})
+    again = await tracker.client.delete(url, params={"node_id": nid("owner")})
     assert again.json() == r.json()
     assert_problem(await tracker.client.get(url), 404, "not-found", "withdrawn")
     assert (await tracker.client.get("/v1/files")).json()["total"] == 0
@@ -240,14 +271,18 @@ async def test_delete_by_owner_only_and_idempotent(tracker: Running) -> None:
     assert [(f["file_id"], f["state"]) for f in listed] == [(m.file_id, "deleted")]
     unknown = "cd" * 32
     assert_problem(
-        await tracker.client.delete(f"/v1/files/{unknown}", params={"node_id": "owner"}),
+        await tracker.client.delete(f"/v1/files/{unknown}", params={"node_id": nid("owner")}),
         404,
         "not-found",
     )
     assert_problem(
-        await tracker.client.delete("/v1/files/zz", params={"node_id": "owner"}), 400, "invalid-id"
+        await tracker.client.delete("/v1/files/zz", params={"node_id": nid("owner")}),
+        400,
+        "invalid-id",
     )
     # the owner may register it again
-    r = await tracker.client.post("/v1/files", json=body(registration(m, "owner", ["h1"])))
+    r = await tracker.client.post(
+        "/v1/files", json=body(registration(m, nid("owner"), [nid("h1")]))
+    )
     assert r.status_code == 201
     assert (await tracker.client.get(url)).status_code == 200

@@ -8,7 +8,7 @@ from p2pshare.core.messages import FileDetail
 from p2pshare.tracker.liveness import flush_once
 from p2pshare.tracker.models import Node
 from tests.integration.tracker.conftest import StartTracker
-from tests.integration.tracker.support import announce, body, manifest, node, registration
+from tests.integration.tracker.support import announce, body, manifest, nid, node, registration
 
 INTERVAL = 10.0
 
@@ -17,31 +17,33 @@ async def test_silent_node_goes_offline_and_is_listed_last(start_tracker: StartT
     async with start_tracker(heartbeat_interval=INTERVAL) as t:
         await announce(t.client, node("owner"), node("a"), node("b"), node("c"))
         m = manifest(2)
-        r = await t.client.post("/v1/files", json=body(registration(m, "owner", ["a", "b", "c"])))
+        r = await t.client.post(
+            "/v1/files", json=body(registration(m, nid("owner"), [nid("a"), nid("b"), nid("c")]))
+        )
         assert r.status_code == 201
         # a falls silent; b and c keep announcing every interval
         for _ in range(3):
             t.clock.advance(INTERVAL)
             await announce(t.client, node("b"), node("c"))
         online = (await t.client.get("/v1/nodes?online=true")).json()["items"]
-        assert "a" in {n["node_id"] for n in online}  # exactly 3 intervals: still online
+        assert nid("a") in {n["node_id"] for n in online}  # exactly 3 intervals: still online
         t.clock.advance(0.5)
         await announce(t.client, node("b"), node("c"))
         online = (await t.client.get("/v1/nodes?online=true")).json()["items"]
-        assert {n["node_id"] for n in online} == {"b", "c"}
+        assert {n["node_id"] for n in online} == {nid("b"), nid("c")}
 
         d = FileDetail.model_validate_json((await t.client.get(f"/v1/files/{m.file_id}")).content)
         for chunk in d.chunks:
             assert [(h.node_id, h.online) for h in chunk.holders] == [
-                ("b", True),
-                ("c", True),
-                ("a", False),
+                (nid("b"), True),
+                (nid("c"), True),
+                (nid("a"), False),
             ]
             assert chunk.replicas_online == 2
         assert [(s.node_id, s.online) for s in d.seeders] == [
-            ("b", True),
-            ("c", True),
-            ("a", False),
+            (nid("b"), True),
+            (nid("c"), True),
+            (nid("a"), False),
         ]
 
         # the flusher records the change in the table
@@ -50,9 +52,14 @@ async def test_silent_node_goes_offline_and_is_listed_last(start_tracker: StartT
             status = {
                 r.node_id: r.status for r in await s.execute(select(Node.node_id, Node.status))
             }
-        assert status == {"owner": "offline", "a": "offline", "b": "online", "c": "online"}
+        assert status == {
+            nid("owner"): "offline",
+            nid("a"): "offline",
+            nid("b"): "online",
+            nid("c"): "online",
+        }
         offline = (await t.client.get("/v1/nodes?online=false")).json()["items"]
-        assert {n["node_id"] for n in offline} == {"owner", "a"}
+        assert {n["node_id"] for n in offline} == {nid("owner"), nid("a")}
         assert not any(n["online"] for n in offline)
 
         # a comes back

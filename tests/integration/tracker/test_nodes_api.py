@@ -8,7 +8,15 @@ from p2pshare.core.messages import MAX_PAGE_SIZE, AnnounceAck, NodeInfo, Page
 from p2pshare.tracker.liveness import flush_once
 from p2pshare.tracker.models import Node
 from tests.integration.tracker.conftest import Running, StartTracker
-from tests.integration.tracker.support import announce, assert_problem, body, node
+from tests.integration.tracker.support import (
+    announce,
+    assert_problem,
+    body,
+    ids,
+    nid,
+    node,
+    send_signed,
+)
 
 
 async def node_row(t: Running, node_id: str) -> Node | None:
@@ -27,13 +35,13 @@ async def test_announce_answers_with_the_heartbeat_interval(start_tracker: Start
 
 async def test_new_node_is_written_at_once_and_listed_online(tracker: Running) -> None:
     await announce(tracker.client, node("a", free=500))
-    row = await node_row(tracker, "a")
+    row = await node_row(tracker, nid("a"))
     assert row is not None
     assert (row.name, row.free_bytes, row.status) == ("node a", 500, "online")
     page = Page[NodeInfo].model_validate_json(
         (await tracker.client.get("/v1/nodes?online=true")).content
     )
-    assert [n.node_id for n in page.items] == ["a"]
+    assert [n.node_id for n in page.items] == [nid("a")]
     assert page.items[0].online is True
     assert page.items[0].last_seen == tracker.clock.now()
 
@@ -41,12 +49,12 @@ async def test_new_node_is_written_at_once_and_listed_online(tracker: Running) -
 async def test_repeat_announce_is_written_behind(tracker: Running) -> None:
     await announce(tracker.client, node("a", free=500, used=0))
     await announce(tracker.client, node("a", free=300, used=200))
-    row = await node_row(tracker, "a")
+    row = await node_row(tracker, nid("a"))
     assert row is not None and row.free_bytes == 500  # not yet flushed
     listed = (await tracker.client.get("/v1/nodes?online=true")).json()["items"][0]
     assert listed["free_bytes"] == 300  # the API answers from memory
     assert await flush_once(tracker.state.liveness, tracker.state.repo)
-    row = await node_row(tracker, "a")
+    row = await node_row(tracker, nid("a"))
     assert row is not None
     assert (row.free_bytes, row.used_bytes, row.reserved_bytes) == (300, 200, 2 * 10**9 - 500)
 
@@ -55,7 +63,7 @@ async def test_changed_address_is_written_at_once(tracker: Running) -> None:
     await announce(tracker.client, node("a"))
     moved = node("a").model_copy(update={"address": "http://10.0.0.9:7071"})
     await announce(tracker.client, moved)
-    row = await node_row(tracker, "a")
+    row = await node_row(tracker, nid("a"))
     assert row is not None and row.address == "http://10.0.0.9:7071"
 
 
@@ -68,11 +76,12 @@ async def test_nodes_sorted_by_free_space_and_filtered(tracker: Running) -> None
         node("d", free=30),
     )
     doc = (await tracker.client.get("/v1/nodes?online=true&min_free=15")).json()
-    assert [n["node_id"] for n in doc["items"]] == ["b", "d", "c"]
+    # most free first; b and d tie (30) and come in node id order
+    assert [n["node_id"] for n in doc["items"]] == [*ids("b", "d"), nid("c")]
     assert doc["total"] == 3
     # the same from the table (all nodes, not only online)
     doc = (await tracker.client.get("/v1/nodes?min_free=15")).json()
-    assert [n["node_id"] for n in doc["items"]] == ["b", "d", "c"]
+    assert [n["node_id"] for n in doc["items"]] == [*ids("b", "d"), nid("c")]
     assert all(n["online"] for n in doc["items"])
 
 
@@ -83,9 +92,9 @@ async def test_nodes_pagination(tracker: Running) -> None:
         first = (await tracker.client.get(f"/v1/nodes?limit=2&offset=0{q}")).json()
         second = (await tracker.client.get(f"/v1/nodes?limit=2&offset=2{q}")).json()
         last = (await tracker.client.get(f"/v1/nodes?limit=2&offset=4{q}")).json()
-        assert [n["node_id"] for n in first["items"]] == ["n0", "n1"]
-        assert [n["node_id"] for n in second["items"]] == ["n2", "n3"]
-        assert [n["node_id"] for n in last["items"]] == ["n4"]
+        assert [n["node_id"] for n in first["items"]] == [nid("n0"), nid("n1")]
+        assert [n["node_id"] for n in second["items"]] == [nid("n2"), nid("n3")]
+        assert [n["node_id"] for n in last["items"]] == [nid("n4")]
         assert first["total"] == second["total"] == 5
         assert (first["limit"], second["offset"]) == (2, 2)
 
@@ -113,7 +122,10 @@ async def test_announce_validation_names_the_field(tracker: Running) -> None:
         ({"free_bytes": -1}, "body.free_bytes"),
         ({"extra": 1}, "body.extra"),
     ]:
-        r = await tracker.client.post("/v1/nodes/announce", json={**good, **change})
+        # signed by "a", so a bad node_id is refused by validation, naming the field
+        r = await send_signed(
+            tracker.client, "POST", "/v1/nodes/announce", "a", json={**good, **change}
+        )
         doc = assert_problem(r, 422, "invalid-input", field)
         assert any(e["field"] == field for e in doc["errors"])
     missing = {k: v for k, v in good.items() if k != "name"}
@@ -123,4 +135,4 @@ async def test_announce_validation_names_the_field(tracker: Running) -> None:
         "/v1/nodes/announce", content=b"{not json", headers={"content-type": "application/json"}
     )
     assert_problem(r, 422, "invalid-input", "body")
-    assert await node_row(tracker, "a") is None
+    assert await node_row(tracker, nid("a")) is None

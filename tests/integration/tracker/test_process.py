@@ -15,7 +15,7 @@ import pytest
 
 from p2pshare.core.messages import FileDetail
 from tests.integration.tracker.process import TrackerProcess
-from tests.integration.tracker.support import body, manifest, node, registration
+from tests.integration.tracker.support import body, manifest, nid, node, registration
 
 
 @pytest.fixture
@@ -36,37 +36,47 @@ def announce(client: httpx.Client, *node_ids: str) -> None:
 def test_sigkill_then_restart_keeps_the_registered_file(tracker_process: TrackerProcess) -> None:
     t = tracker_process
     t.start()
-    assert t.stdout().strip() == f"p2pshare tracker listening on {t.url}"
+    # TLS by default: the ready line's URL pins the certificate (checked by start())
+    assert t.stdout().strip() == f"p2pshare tracker listening on {t.listening}"
+    assert t.url == f"https://127.0.0.1:{t.port}"
+    assert t.fingerprint is not None and len(t.fingerprint) == 64
     m = manifest(4)
-    with httpx.Client(base_url=t.url, timeout=10) as client:
-        announce(client, "owner", "h1", "h2")
-        r = client.post("/v1/files", json=body(registration(m, "owner", ["h1", "h2"])))
+    with t.client() as client:
+        announce(client, nid("owner"), nid("h1"), nid("h2"))
+        r = client.post(
+            "/v1/files", json=body(registration(m, nid("owner"), [nid("h1"), nid("h2")]))
+        )
         assert r.status_code == 201, r.text
         r = client.post(
             f"/v1/files/{m.file_id}/downloads",
-            json={"node_id": "h2", "role": "leecher", "bytes": 1},
+            json={"node_id": nid("h2"), "role": "leecher", "bytes": 1},
         )
         assert r.status_code == 200
     assert t.signal(signal.SIGKILL) == -signal.SIGKILL
+    pin = t.fingerprint
 
     t.start()
-    with httpx.Client(base_url=t.url, timeout=10) as client:
+    assert t.fingerprint == pin  # the same key and certificate from the data dir
+    with t.client() as client:
         r = client.get(f"/v1/files/{m.file_id}")
         assert r.status_code == 200, r.text
         d = FileDetail.model_validate_json(r.content)
         assert d.manifest == m
         assert d.downloads == 1
-        assert [[h.node_id for h in c.holders] for c in d.chunks] == [["h1", "h2"]] * 4
+        assert [[h.node_id for h in c.holders] for c in d.chunks] == [[nid("h1"), nid("h2")]] * 4
         assert not any(h.online for c in d.chunks for h in c.holders)  # until they announce
         assert client.get("/v1/files").json()["total"] == 1
         assert {n["node_id"] for n in client.get("/v1/nodes").json()["items"]} == {
-            "owner",
-            "h1",
-            "h2",
+            nid("owner"),
+            nid("h1"),
+            nid("h2"),
         }
-        announce(client, "h2")
+        announce(client, nid("h2"))
         d = FileDetail.model_validate_json(client.get(f"/v1/files/{m.file_id}").content)
-        assert [(h.node_id, h.online) for h in d.chunks[0].holders] == [("h2", True), ("h1", False)]
+        assert [(h.node_id, h.online) for h in d.chunks[0].holders] == [
+            (nid("h2"), True),
+            (nid("h1"), False),
+        ]
 
 
 def test_nodes_go_offline_after_three_intervals(tmp_path: Path) -> None:
@@ -75,7 +85,7 @@ def test_nodes_go_offline_after_three_intervals(tmp_path: Path) -> None:
     try:
         t.start()
         m = manifest(2)
-        with httpx.Client(base_url=t.url, timeout=10) as client:
+        with t.client() as client:
             ack = client.post("/v1/nodes/announce", json=body(node("owner"))).json()
             assert ack == {
                 "heartbeat_interval": interval,
@@ -84,19 +94,21 @@ def test_nodes_go_offline_after_three_intervals(tmp_path: Path) -> None:
                 "audits": [],
                 "reclaim": [],
             }
-            announce(client, "busy")
+            announce(client, nid("busy"))
             sent = time.monotonic()
-            announce(client, "quiet")
+            announce(client, nid("quiet"))
             acked = time.monotonic()
-            r = client.post("/v1/files", json=body(registration(m, "owner", ["quiet", "busy"])))
+            r = client.post(
+                "/v1/files", json=body(registration(m, nid("owner"), [nid("quiet"), nid("busy")]))
+            )
             assert r.status_code == 201
             polls_online = 0
             while True:
-                announce(client, "busy")
+                announce(client, nid("busy"))
                 asked = time.monotonic()
                 online = {n["node_id"] for n in client.get("/v1/nodes?online=true").json()["items"]}
                 answered = time.monotonic()
-                if "quiet" not in online:
+                if nid("quiet") not in online:
                     break
                 polls_online += 1
                 assert asked - acked < 3 * interval + 2.0, "the silent node never went offline"
@@ -106,8 +118,8 @@ def test_nodes_go_offline_after_three_intervals(tmp_path: Path) -> None:
             d = FileDetail.model_validate_json(client.get(f"/v1/files/{m.file_id}").content)
             for c in d.chunks:
                 assert [(h.node_id, h.online) for h in c.holders] == [
-                    ("busy", True),
-                    ("quiet", False),
+                    (nid("busy"), True),
+                    (nid("quiet"), False),
                 ]
                 assert c.replicas_online == 1
     finally:
@@ -119,16 +131,16 @@ def test_sigterm_and_sigint_stop_cleanly_and_flush_announces(
 ) -> None:
     t = tracker_process
     t.start()
-    with httpx.Client(base_url=t.url, timeout=10) as client:
-        announce(client, "a")
+    with t.client() as client:
+        announce(client, nid("a"))
         r = client.post("/v1/nodes/announce", json=body(node("a", free=42)))  # written behind
         assert r.status_code == 200
     assert t.signal(signal.SIGTERM) in {0, -signal.SIGTERM}
     assert "Traceback" not in t.stderr()
     t.start()
-    with httpx.Client(base_url=t.url, timeout=10) as client:
+    with t.client() as client:
         items = client.get("/v1/nodes").json()["items"]
-        assert [(n["node_id"], n["free_bytes"]) for n in items] == [("a", 42)]
+        assert [(n["node_id"], n["free_bytes"]) for n in items] == [(nid("a"), 42)]
     assert t.signal(signal.SIGINT) == 130  # ctrl-C: the CLI's exit code for "interrupted"
     assert "Application shutdown complete" in t.stderr()
     assert "Traceback" not in t.stderr()

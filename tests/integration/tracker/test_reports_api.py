@@ -12,7 +12,9 @@ from tests.integration.tracker.support import (
     announce,
     assert_problem,
     body,
+    ids,
     manifest,
+    nid,
     node,
     registration,
 )
@@ -21,7 +23,7 @@ from tests.integration.tracker.support import (
 async def registered(t: Running, n_chunks: int = 3, *, target: int = 1) -> Manifest:
     await announce(t.client, node("owner"), node("h1"), node("leech"))
     m = manifest(n_chunks)
-    reg = registration(m, "owner", ["h1"], replica_target=target)
+    reg = registration(m, nid("owner"), [nid("h1")], replica_target=target)
     assert (await t.client.post("/v1/files", json=body(reg))).status_code == 201
     return m
 
@@ -35,11 +37,11 @@ async def detail(t: Running, m: Manifest) -> FileDetail:
 async def test_leecher_start_and_stop(tracker: Running) -> None:
     m = await registered(tracker)
     url = f"/v1/files/{m.file_id}/leechers"
-    r = await tracker.client.post(url, json={"node_id": "leech", "state": "started"})
+    r = await tracker.client.post(url, json={"node_id": nid("leech"), "state": "started"})
     assert r.status_code == 200
     assert r.json() == {"recorded": "leecher-started", "at": "2030-01-01T00:00:00Z"}
-    assert [n.node_id for n in (await detail(tracker, m)).leechers] == ["leech"]
-    r = await tracker.client.post(url, json={"node_id": "leech", "state": "stopped"})
+    assert [n.node_id for n in (await detail(tracker, m)).leechers] == [nid("leech")]
+    r = await tracker.client.post(url, json={"node_id": nid("leech"), "state": "stopped"})
     assert r.json()["recorded"] == "leecher-stopped"
     assert (await detail(tracker, m)).leechers == []
     async with tracker.state.db.read() as s:
@@ -51,27 +53,27 @@ async def test_leecher_refusals(tracker: Running) -> None:
     m = await registered(tracker)
     url = f"/v1/files/{m.file_id}/leechers"
     assert_problem(
-        await tracker.client.post(url, json={"node_id": "ghost", "state": "started"}),
+        await tracker.client.post(url, json={"node_id": nid("ghost"), "state": "started"}),
         400,
         "unknown-node",
-        "ghost",
+        nid("ghost"),
     )
     assert_problem(
-        await tracker.client.post(url, json={"node_id": "leech", "state": "paused"}),
+        await tracker.client.post(url, json={"node_id": nid("leech"), "state": "paused"}),
         422,
         "invalid-input",
         "body.state",
     )
     assert_problem(
         await tracker.client.post(
-            "/v1/files/xyz/leechers", json={"node_id": "leech", "state": "started"}
+            "/v1/files/xyz/leechers", json={"node_id": nid("leech"), "state": "started"}
         ),
         400,
         "invalid-id",
     )
     assert_problem(
         await tracker.client.post(
-            f"/v1/files/{'ef' * 32}/leechers", json={"node_id": "leech", "state": "started"}
+            f"/v1/files/{'ef' * 32}/leechers", json={"node_id": nid("leech"), "state": "started"}
         ),
         404,
         "not-found",
@@ -81,24 +83,24 @@ async def test_leecher_refusals(tracker: Running) -> None:
 async def test_replica_reports_make_holders_and_seeders(tracker: Running) -> None:
     m = await registered(tracker)
     url = f"/v1/files/{m.file_id}/replicas"
-    r = await tracker.client.post(url, json={"node_id": "leech", "held": m.chunk_ids[:2]})
+    r = await tracker.client.post(url, json={"node_id": nid("leech"), "held": m.chunk_ids[:2]})
     assert r.status_code == 200
     assert r.json()["recorded"] == "replicas-reported"
     d = await detail(tracker, m)
     assert [[h.node_id for h in c.holders] for c in d.chunks] == [
-        ["h1", "leech"],
-        ["h1", "leech"],
-        ["h1"],
+        ids("h1", "leech"),
+        ids("h1", "leech"),
+        [nid("h1")],
     ]
     assert [c.replicas_online for c in d.chunks] == [2, 2, 1]
-    assert [s.node_id for s in d.seeders] == ["h1"]
-    await tracker.client.post(url, json={"node_id": "leech", "held": m.chunk_ids[2:]})
-    assert sorted(s.node_id for s in (await detail(tracker, m)).seeders) == ["h1", "leech"]
-    r = await tracker.client.post(url, json={"node_id": "h1", "lost": m.chunk_ids[:1]})
+    assert [s.node_id for s in d.seeders] == [nid("h1")]
+    await tracker.client.post(url, json={"node_id": nid("leech"), "held": m.chunk_ids[2:]})
+    assert sorted(s.node_id for s in (await detail(tracker, m)).seeders) == ids("h1", "leech")
+    r = await tracker.client.post(url, json={"node_id": nid("h1"), "lost": m.chunk_ids[:1]})
     assert r.status_code == 200
     d = await detail(tracker, m)
-    assert [h.node_id for h in d.chunks[0].holders] == ["leech"]
-    assert [s.node_id for s in d.seeders] == ["leech"]
+    assert [h.node_id for h in d.chunks[0].holders] == [nid("leech")]
+    assert [s.node_id for s in d.seeders] == [nid("leech")]
     async with tracker.state.db.read() as s:
         rows = (await s.execute(select(Replica.node_id, Replica.verified_ok))).all()
     assert len(rows) == 5 and all(ok for _, ok in rows)
@@ -109,27 +111,27 @@ async def test_a_bad_replica_is_no_longer_listed_until_its_holder_reports_it_aga
 ) -> None:
     m = await registered(tracker)
     url = f"/v1/files/{m.file_id}/replicas"
-    await tracker.client.post(url, json={"node_id": "leech", "held": m.chunk_ids})
-    bad = {"node_id": "h1", "chunk_id": m.chunk_ids[1]}
-    r = await tracker.client.post(url, json={"node_id": "leech", "bad": [bad]})
+    await tracker.client.post(url, json={"node_id": nid("leech"), "held": m.chunk_ids})
+    bad = {"node_id": nid("h1"), "chunk_id": m.chunk_ids[1]}
+    r = await tracker.client.post(url, json={"node_id": nid("leech"), "bad": [bad]})
     assert r.status_code == 200, r.text
     d = await detail(tracker, m)
     assert [[h.node_id for h in c.holders] for c in d.chunks] == [
-        ["h1", "leech"],
-        ["leech"],
-        ["h1", "leech"],
+        ids("h1", "leech"),
+        [nid("leech")],
+        ids("h1", "leech"),
     ]
     assert [c.replicas_online for c in d.chunks] == [2, 1, 2]
-    assert [s.node_id for s in d.seeders] == ["leech"]
+    assert [s.node_id for s in d.seeders] == [nid("leech")]
     stats = Stats.model_validate_json((await tracker.client.get("/v1/stats")).content)
     assert stats.chunks == 3
     async with tracker.state.db.read() as s:
-        details = (await s.scalars(select(Event.detail).where(Event.node_id == "leech"))).all()
-    assert any(f"bad {m.chunk_ids[1]} on h1" in d for d in details)
+        details = (await s.scalars(select(Event.detail).where(Event.node_id == nid("leech")))).all()
+    assert any(f"bad {m.chunk_ids[1]} on {nid('h1')}" in d for d in details)
     # the holder re-verified its copy (integrity scan) and reports it held again
-    await tracker.client.post(url, json={"node_id": "h1", "held": m.chunk_ids[1:2]})
+    await tracker.client.post(url, json={"node_id": nid("h1"), "held": m.chunk_ids[1:2]})
     d = await detail(tracker, m)
-    assert [h.node_id for h in d.chunks[1].holders] == ["h1", "leech"]
+    assert [h.node_id for h in d.chunks[1].holders] == ids("h1", "leech")
 
 
 async def test_a_bad_replica_report_for_a_chunk_of_another_file_is_refused(
@@ -137,10 +139,10 @@ async def test_a_bad_replica_report_for_a_chunk_of_another_file_is_refused(
 ) -> None:
     m = await registered(tracker)
     other = manifest(1, seed=99)
-    bad = {"node_id": "h1", "chunk_id": other.chunk_ids[0]}
+    bad = {"node_id": nid("h1"), "chunk_id": other.chunk_ids[0]}
     assert_problem(
         await tracker.client.post(
-            f"/v1/files/{m.file_id}/replicas", json={"node_id": "leech", "bad": [bad]}
+            f"/v1/files/{m.file_id}/replicas", json={"node_id": nid("leech"), "bad": [bad]}
         ),
         400,
         "invalid-input",
@@ -154,47 +156,47 @@ async def test_replica_report_refusals(tracker: Running) -> None:
     other = manifest(1, seed=99)
     url = f"/v1/files/{m.file_id}/replicas"
     assert_problem(
-        await tracker.client.post(url, json={"node_id": "leech", "held": other.chunk_ids}),
+        await tracker.client.post(url, json={"node_id": nid("leech"), "held": other.chunk_ids}),
         400,
         "invalid-input",
         "not part of file",
     )
     assert_problem(
         await tracker.client.post(
-            url, json={"node_id": "leech", "held": m.chunk_ids[:1], "lost": m.chunk_ids[:1]}
+            url, json={"node_id": nid("leech"), "held": m.chunk_ids[:1], "lost": m.chunk_ids[:1]}
         ),
         400,
         "invalid-input",
         "both held and lost",
     )
     assert_problem(
-        await tracker.client.post(url, json={"node_id": "leech", "held": ["nothex"]}),
+        await tracker.client.post(url, json={"node_id": nid("leech"), "held": ["nothex"]}),
         422,
         "invalid-input",
         "body.held.0",
     )
     assert_problem(
-        await tracker.client.post(url, json={"node_id": "ghost", "held": m.chunk_ids}),
+        await tracker.client.post(url, json={"node_id": nid("ghost"), "held": m.chunk_ids}),
         400,
         "unknown-node",
     )
     async with tracker.state.db.read() as s:
         holders = (await s.scalars(select(Replica.node_id).distinct())).all()
-    assert holders == ["h1"]
+    assert holders == [nid("h1")]
 
 
 async def test_download_reports(tracker: Running) -> None:
     m = await registered(tracker)
     await tracker.client.post(
-        f"/v1/files/{m.file_id}/leechers", json={"node_id": "leech", "state": "started"}
+        f"/v1/files/{m.file_id}/leechers", json={"node_id": nid("leech"), "state": "started"}
     )
     url = f"/v1/files/{m.file_id}/downloads"
     r = await tracker.client.post(
-        url, json={"node_id": "h1", "role": "holder", "bytes": m.size, "peer": "leech"}
+        url, json={"node_id": nid("h1"), "role": "holder", "bytes": m.size, "peer": nid("leech")}
     )
     assert r.status_code == 200 and r.json()["recorded"] == "bytes-served"
     r = await tracker.client.post(
-        url, json={"node_id": "leech", "role": "leecher", "bytes": m.size}
+        url, json={"node_id": nid("leech"), "role": "leecher", "bytes": m.size}
     )
     assert r.status_code == 200 and r.json()["recorded"] == "download-completed"
     d = await detail(tracker, m)
@@ -206,16 +208,20 @@ async def test_download_reports(tracker: Running) -> None:
         events = (
             await s.execute(select(Event.kind, Event.node_id, Event.peer_id, Event.nbytes))
         ).all()
-    assert ("bytes-served", "h1", "leech", m.size) in events
-    assert ("download-completed", "leech", None, m.size) in events
+    assert ("bytes-served", nid("h1"), nid("leech"), m.size) in events
+    assert ("download-completed", nid("leech"), None, m.size) in events
     assert_problem(
-        await tracker.client.post(url, json={"node_id": "leech", "role": "seeder", "bytes": 1}),
+        await tracker.client.post(
+            url, json={"node_id": nid("leech"), "role": "seeder", "bytes": 1}
+        ),
         422,
         "invalid-input",
         "body.role",
     )
     assert_problem(
-        await tracker.client.post(url, json={"node_id": "ghost", "role": "leecher", "bytes": 1}),
+        await tracker.client.post(
+            url, json={"node_id": nid("ghost"), "role": "leecher", "bytes": 1}
+        ),
         400,
         "unknown-node",
     )
@@ -223,11 +229,11 @@ async def test_download_reports(tracker: Running) -> None:
 
 async def test_reports_on_a_withdrawn_file_are_refused(tracker: Running) -> None:
     m = await registered(tracker)
-    await tracker.client.delete(f"/v1/files/{m.file_id}", params={"node_id": "owner"})
+    await tracker.client.delete(f"/v1/files/{m.file_id}", params={"node_id": nid("owner")})
     for path, payload in [
-        ("leechers", {"node_id": "leech", "state": "started"}),
-        ("replicas", {"node_id": "leech", "held": m.chunk_ids}),
-        ("downloads", {"node_id": "leech", "role": "leecher", "bytes": 1}),
+        ("leechers", {"node_id": nid("leech"), "state": "started"}),
+        ("replicas", {"node_id": nid("leech"), "held": m.chunk_ids}),
+        ("downloads", {"node_id": nid("leech"), "role": "leecher", "bytes": 1}),
     ]:
         r = await tracker.client.post(f"/v1/files/{m.file_id}/{path}", json=payload)
         assert_problem(r, 404, "not-found", "withdrawn")
@@ -250,7 +256,7 @@ async def test_stats(tracker: Running) -> None:
     assert (st.capacity_bytes, st.free_bytes) == (3 * 2 * 10**9, 3 * 10**9)
     assert (st.files, st.chunks, st.under_replicated) == (1, 3, 3)
     await tracker.client.post(
-        f"/v1/files/{m.file_id}/replicas", json={"node_id": "leech", "held": m.chunk_ids[:2]}
+        f"/v1/files/{m.file_id}/replicas", json={"node_id": nid("leech"), "held": m.chunk_ids[:2]}
     )
     st = Stats.model_validate_json((await tracker.client.get("/v1/stats")).content)
     assert st.under_replicated == 1

@@ -23,6 +23,15 @@ def test_idle_time_refills_but_never_above_the_burst() -> None:
     assert b.take(100, now=100) == pytest.approx(0.5)
 
 
+def test_try_take_spends_only_what_is_there() -> None:
+    b = TokenBucket(rate=10, burst=2, now=0)
+    assert b.try_take(1, now=0) == 0
+    assert b.try_take(1, now=0) == 0
+    assert b.try_take(1, now=0) == pytest.approx(0.1)
+    assert b.try_take(1, now=0) == pytest.approx(0.1)  # the refusal ran up no debt
+    assert b.try_take(1, now=0.1) == 0
+
+
 def test_bad_parameters_are_refused() -> None:
     with pytest.raises(ValueError, match="> 0"):
         TokenBucket(rate=0, burst=1, now=0)

@@ -7,8 +7,10 @@ import pytest
 from p2pshare.core.messages import NodeAnnounce
 from p2pshare.tracker.clock import FakeClock
 from p2pshare.tracker.liveness import FlushBatch, Liveness, flush_once, reserved_bytes
+from tests.integration.tracker.support import nid
 
 INTERVAL = 10.0
+A, B = nid("a"), nid("b")
 
 
 def ann(node_id: str, *, name: str = "n", free: int = 50, offered: int = 100) -> NodeAnnounce:
@@ -33,39 +35,39 @@ def live(clock: FakeClock) -> Liveness:
 
 
 def test_online_until_three_intervals_of_silence(live: Liveness, clock: FakeClock) -> None:
-    assert not live.is_online("a")
-    live.record(ann("a"))
-    assert live.is_online("a")
+    assert not live.is_online(A)
+    live.record(ann(A))
+    assert live.is_online(A)
     clock.advance(3 * INTERVAL)
-    assert live.is_online("a")
+    assert live.is_online(A)
     clock.advance(0.001)
-    assert not live.is_online("a")
+    assert not live.is_online(A)
     assert [s.announce.node_id for s in live.online()] == []
-    assert live.get("a") is not None  # still known, with its last numbers
-    live.record(ann("a"))
-    assert live.is_online("a")
+    assert live.get(A) is not None  # still known, with its last numbers
+    live.record(ann(A))
+    assert live.is_online(A)
 
 
 def test_row_write_needed_for_new_or_changed_identity(live: Liveness) -> None:
-    a = ann("a")
+    a = ann(A)
     assert live.needs_row_write(a)
     live.row_written(a)
     assert not live.needs_row_write(a)
-    assert not live.needs_row_write(ann("a", free=1))  # numbers change: written behind
-    assert live.needs_row_write(ann("a", name="renamed"))
-    assert live.needs_row_write(ann("a", offered=200))
+    assert not live.needs_row_write(ann(A, free=1))  # numbers change: written behind
+    assert live.needs_row_write(ann(A, name="renamed"))
+    assert live.needs_row_write(ann(A, offered=200))
     assert live.needs_row_write(a.model_copy(update={"address": "http://10.0.0.1:1"}))
 
 
 def test_batches_carry_fresh_numbers_once(live: Liveness, clock: FakeClock) -> None:
-    live.row_written(ann("a"))
-    live.record(ann("a", free=40))
-    live.record(ann("a", free=20))
+    live.row_written(ann(A))
+    live.record(ann(A, free=40))
+    live.record(ann(A, free=20))
     batch = live.take_batch()
     assert batch.offline == []
     assert batch.seen == [
         {
-            "node_id": "a",
+            "node_id": A,
             "used_bytes": 30,
             "free_bytes": 20,
             "reserved_bytes": 50,
@@ -77,38 +79,38 @@ def test_batches_carry_fresh_numbers_once(live: Liveness, clock: FakeClock) -> N
 
 
 def test_offline_is_reported_once(live: Liveness, clock: FakeClock) -> None:
-    for n in ("a", "b"):
+    for n in (A, B):
         live.row_written(ann(n))
         live.record(ann(n))
     live.take_batch()
     clock.advance(2 * INTERVAL)
-    live.record(ann("b"))
+    live.record(ann(B))
     clock.advance(1.5 * INTERVAL)
     batch = live.take_batch()
-    assert batch.offline == ["a"]
-    assert [r["node_id"] for r in batch.seen] == ["b"]
+    assert batch.offline == [A]
+    assert [r["node_id"] for r in batch.seen] == [B]
     assert not live.take_batch()
     clock.advance(10 * INTERVAL)
-    assert live.take_batch().offline == ["b"]
+    assert live.take_batch().offline == [B]
 
 
 def test_requeue_puts_a_failed_batch_back(live: Liveness, clock: FakeClock) -> None:
-    live.row_written(ann("a"))
-    live.record(ann("a"))
-    live.row_written(ann("b"))
+    live.row_written(ann(A))
+    live.record(ann(A))
+    live.row_written(ann(B))
     clock.advance(4 * INTERVAL)
-    live.record(ann("a"))
+    live.record(ann(A))
     batch = live.take_batch()
-    assert batch.offline == ["b"] and len(batch.seen) == 1
+    assert batch.offline == [B] and len(batch.seen) == 1
     live.requeue(batch)
     again = live.take_batch()
-    assert again.offline == ["b"]
-    assert [r["node_id"] for r in again.seen] == ["a"]
+    assert again.offline == [B]
+    assert [r["node_id"] for r in again.seen] == [A]
 
 
 def test_reserved_bytes_never_negative() -> None:
-    assert reserved_bytes(ann("a", free=50, offered=100)) == 20
-    assert reserved_bytes(ann("a", free=90, offered=100)) == 0
+    assert reserved_bytes(ann(A, free=50, offered=100)) == 20
+    assert reserved_bytes(ann(A, free=90, offered=100)) == 0
 
 
 def test_interval_must_be_positive(clock: FakeClock) -> None:
@@ -131,8 +133,8 @@ class FailingStore:
 
 async def test_flush_keeps_the_batch_when_the_write_fails(live: Liveness) -> None:
     store = FailingStore()
-    live.row_written(ann("a"))
-    live.record(ann("a", free=7))
+    live.row_written(ann(A))
+    live.record(ann(A, free=7))
     assert await flush_once(live, store) is False
     store.fail = False
     assert await flush_once(live, store) is True

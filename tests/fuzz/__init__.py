@@ -1,0 +1,1 @@
+"""Fuzzing: the atheris harness smoke test and schemathesis against a real tracker."""

@@ -1,0 +1,199 @@
+"""Security between real processes (design.md §6): private files, pushes only under one's own
+reservation, signed and fresh requests at holders, and certificate pins."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from p2pshare.core.errors import Unavailable
+from p2pshare.core.ids import chunk_id as hash_chunk
+from p2pshare.core.links import parse_link
+from p2pshare.node.http import new_session
+from p2pshare.node.peer_client import PeerClient
+from p2pshare.security.signing import sign_request
+from tests.integration.network.cluster import Cluster, cluster, plain, sha256
+from tests.integration.tracker.support import keys, signed
+
+pytestmark = pytest.mark.timeout(300)
+
+MARKER = b"THE-PLAINTEXT-MARKER-d41d8cd98f00b204"
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with cluster(tmp_path_factory.mktemp("sec"), nodes=3) as c:
+        yield c
+
+
+def _marked_file(path: Path, size: int) -> str:
+    """Write ``size`` bytes where the marker repeats every 4 KiB; return the SHA-256."""
+    block = MARKER + bytes(4096 - len(MARKER))
+    data = (block * (size // len(block) + 1))[:size]
+    path.write_bytes(data)
+    return sha256(path)
+
+
+def test_an_encrypted_file_is_unreadable_at_holders_and_opens_with_its_link(
+    net: Cluster, tmp_path: Path
+) -> None:
+    n1, n2, n3 = (net.nodes[n] for n in ("n1", "n2", "n3"))
+    src = tmp_path / "secret-report.txt"
+    digest = _marked_file(src, 300 * 1024 + 17)
+
+    up = net.upload(n1, src, "--encrypt", "--chunk-size", "64KiB", "--replicas", "2")
+    assert up["encrypted"] is True
+    assert (up["name"], up["size"], up["sha256"]) == (src.name, src.stat().st_size, digest)
+    link = parse_link(up["share_link"])
+    assert link.file_id == up["file_id"] and link.key is not None
+
+    # the tracker sees neither the name nor the plaintext hash
+    detail = net.get(f"/v1/files/{up['file_id']}")
+    manifest = detail["manifest"]
+    assert manifest["name"] == "encrypted" and manifest["sealed"]
+    assert manifest["sha256"] != digest
+    assert src.name not in json.dumps(detail)
+    assert net.get("/v1/files", name="secret")["items"] == []
+
+    # no holder's stored bytes contain the marker; each chunk file hashes to its (ciphertext) id
+    found = 0
+    for ch in detail["chunks"]:
+        for h in ch["holders"]:
+            node = next(n for n in net.nodes.values() if n.node_id == h["node_id"])
+            data = node.chunk_path(ch["chunk_id"]).read_bytes()
+            assert MARKER not in data
+            assert hash_chunk(data) == ch["chunk_id"]
+            found += 1
+    assert found >= 2 * len(detail["chunks"])
+
+    # without the key: refused, non-zero, nothing written
+    out = tmp_path / "nokey" / "copy.txt"
+    out.parent.mkdir()
+    proc = net.cli(n3, "download", up["file_id"], "-o", str(out))
+    assert proc.returncode != 0
+    assert "encrypted" in proc.stderr and "share link" in proc.stderr, proc.stderr
+    assert not out.exists() and list(out.parent.iterdir()) == []
+
+    # with the wrong key: refused the same way
+    wrong = f"p2pshare://{up['file_id']}#{'A' * 43}"
+    proc = net.cli(n3, "download", wrong, "-o", str(out))
+    assert proc.returncode != 0
+    assert "wrong key" in proc.stderr, proc.stderr
+    assert list(out.parent.iterdir()) == []
+
+    # with the link: the original, under its real name when no -o is given
+    down = net.download(n3, up["share_link"], out)
+    assert down["sha256"] == digest and sha256(out) == digest
+    assert down["encrypted"] is True and down["name"] == src.name
+    assert not (out.parent / "copy.txt.part").exists()
+
+    # uploading the same file again reuses its key: the same chunks, the same file id
+    again = net.upload(n1, src, "--encrypt", "--chunk-size", "64KiB", "--replicas", "2")
+    assert (again["file_id"], again["share_link"]) == (up["file_id"], up["share_link"])
+    assert n2.node_id != n3.node_id
+
+
+def _holder_url(net: Cluster, name: str, path: str) -> str:
+    return plain(net.nodes[name].address, path)
+
+
+def _reserve(net: Cluster, holder: str, label: str, nbytes: int = 4096) -> str:
+    body = json.dumps(
+        {"requester": keys(label).node_id, "upload_id": "u1", "nbytes": nbytes, "ttl": 60}
+    ).encode()
+    r = httpx.post(
+        _holder_url(net, holder, "/v1/reservations"),
+        content=body,
+        headers={
+            "Content-Type": "application/json",
+            **signed("POST", "/v1/reservations", body, label),
+        },
+        verify=False,
+        timeout=10,
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["reservation_id"])
+
+
+def _put(net: Cluster, holder: str, data: bytes, reservation: str, label: str | None) -> Any:
+    cid = hash_chunk(data)
+    target = f"/v1/chunks/{cid}?reservation={reservation}"
+    headers = {"Content-Type": "application/octet-stream"}
+    if label is not None:
+        headers |= _signed_put(target, cid, label)
+    return httpx.put(
+        _holder_url(net, holder, target), content=data, headers=headers, verify=False, timeout=10
+    )
+
+
+def _signed_put(target: str, cid: str, label: str) -> dict[str, str]:
+    """A push's signature covers its body by the chunk id."""
+    return sign_request(keys(label), "PUT", target, cid, now=time.time())
+
+
+def test_a_push_needs_the_pushers_own_reservation(net: Cluster) -> None:
+    n2 = net.nodes["n2"]
+    before = net.status(n2)
+    data = b"pushed without permission " * 100
+    cid = hash_chunk(data)
+    mine = _reserve(net, "n2", "alice")
+
+    # unsigned, unknown reservation, someone else's reservation: each refused
+    r = _put(net, "n2", data, mine, None)
+    assert r.status_code == 401, r.text
+    r = _put(net, "n2", data, "doesnotexist0000", "mallory")
+    assert r.status_code == 409 and r.json()["type"].endswith("reservation-error"), r.text
+    r = _put(net, "n2", data, mine, "mallory")
+    assert r.status_code == 403 and "not issued to" in r.json()["detail"], r.text
+    # a reservation requested in someone else's name is refused too
+    body = json.dumps(
+        {"requester": keys("alice").node_id, "upload_id": "u2", "nbytes": 10, "ttl": 60}
+    ).encode()
+    r = httpx.post(
+        _holder_url(net, "n2", "/v1/reservations"),
+        content=body,
+        headers={
+            "Content-Type": "application/json",
+            **signed("POST", "/v1/reservations", body, "mallory"),
+        },
+        verify=False,
+        timeout=10,
+    )
+    assert r.status_code == 403, r.text
+    # nothing changed at the holder
+    assert not n2.chunk_path(cid).exists()
+    after = net.status(n2)
+    assert (after["used_bytes"], after["chunks"]) == (before["used_bytes"], before["chunks"])
+
+    # the owner of the reservation may push; the same signed push again is a replay
+    target = f"/v1/chunks/{cid}?reservation={mine}"
+    headers = {"Content-Type": "application/octet-stream", **_signed_put(target, cid, "alice")}
+    url = _holder_url(net, "n2", target)
+    r = httpx.put(url, content=data, headers=headers, verify=False, timeout=10)
+    assert r.status_code == 201, r.text
+    assert n2.chunk_path(cid).is_file()
+    r = httpx.put(url, content=data, headers=headers, verify=False, timeout=10)
+    assert r.status_code == 401 and "replay" in r.json()["detail"], r.text
+
+
+def test_a_node_whose_certificate_is_not_the_pinned_one_is_refused(net: Cluster) -> None:
+    n2, n3 = net.nodes["n2"], net.nodes["n3"]
+    # n2's address with n3's certificate pin: what a client sees if n2 poses as n3
+    forged = n2.address.partition("#")[0] + "#" + n3.address.partition("#")[2]
+
+    async def fetch(address: str) -> None:
+        async with new_session() as session:
+            await PeerClient(session).get_chunk(address, "0" * 64, 1)
+
+    with pytest.raises(Unavailable, match="does not match the pinned fingerprint"):
+        asyncio.run(fetch(forged))
+    # n2 itself still answers with its own pin (404: it has no such chunk)
+    with pytest.raises(Exception, match="no chunk"):
+        asyncio.run(fetch(n2.address))
