@@ -49,17 +49,24 @@ def _b32(data: bytes) -> str:
     return base64.b32encode(data).decode("ascii").rstrip("=").lower()
 
 
+_B32 = "abcdefghijklmnopqrstuvwxyz234567"
+_CHECK_MODULUS = 1021
+"""A prime below 32**2. A single changed character changes the weighted sum by
+(position) x (difference), both in 1..32 and 1..31: a nonzero amount below the modulus, so
+every single-character typo, and every swap of two neighbours, changes the check."""
+
+
 def _node_check(body: str) -> str:
-    return _b32(hashlib.sha256(b"p2pshare node id\n" + body.encode("ascii")).digest())[
-        :_NODE_CHECK_CHARS
-    ]
+    total = sum((i + 1) * _B32.index(c) for i, c in enumerate(body)) % _CHECK_MODULUS
+    return _B32[total // 32] + _B32[total % 32]
 
 
 def node_id_of(public_key: bytes) -> str:
     """Return the node id of a 32-byte Ed25519 public key.
 
     ``n``, then the first 160 bits of SHA-256(public key) in lowercase base32 (32 characters),
-    then 2 check characters, so a mistyped id is refused rather than taken for another node.
+    then 2 check characters (a weighted sum modulo 1021), so a mistyped id (any one character
+    changed, or two neighbours swapped) is refused rather than taken for another node.
     """
     body = _b32(hashlib.sha256(public_key).digest())[:_NODE_HASH_CHARS]
     return NODE_ID_PREFIX + body + _node_check(body)

@@ -115,7 +115,13 @@ class Manifest(BaseModel):
     def _created(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             raise ValueError("created must carry a time zone")
-        return value.astimezone(UTC).replace(microsecond=0)
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("created is outside the range of dates") from None
+        if not 1970 <= value.year <= 9999:
+            raise ValueError("created must be a date from 1970 to 9999")
+        return value.replace(microsecond=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:

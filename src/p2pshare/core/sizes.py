@@ -9,7 +9,7 @@ single letters K, M, G, T are read as binary, as ``dd`` and most users mean them
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 
 from p2pshare.core.errors import InvalidSize
 
@@ -28,6 +28,9 @@ _UNITS: dict[str, int] = {
     "t": 1024**4,
     "tib": 1024**4,
     "tb": 1000**4,
+    "p": 1024**5,
+    "pib": 1024**5,
+    "pb": 1000**5,
 }
 _SIZE_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*")
 MAX_SIZE = 2**62
@@ -54,10 +57,14 @@ def parse_size(value: str | int) -> int:
     factor = _UNITS.get(unit.lower())
     if factor is None:
         raise InvalidSize(
-            f"unknown size unit {unit!r} in {value!r} (use B, KiB, MiB, GiB, TiB, kB, MB, GB, TB)"
+            f"unknown size unit {unit!r} in {value!r} "
+            "(use B, KiB, MiB, GiB, TiB, PiB, kB, MB, GB, TB, PB)"
         )
     try:
-        exact = Decimal(number) * factor
+        # exact: enough digits for every digit given and the unit (the default context has 28)
+        with localcontext() as ctx:
+            ctx.prec = len(number) + 20
+            exact = Decimal(number) * factor
     except InvalidOperation as exc:  # pragma: no cover - the regex admits only decimals
         raise InvalidSize(f"not a size: {value!r}") from exc
     if exact != exact.to_integral_value():

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
@@ -139,7 +140,9 @@ def load_or_create_identity(data_dir: Path) -> Identity:
             )
         try:
             loaded = serialization.load_pem_private_key(pem, password=None)
-        except ValueError:
+        except TypeError:  # a passphrase-protected key
+            raise ConfigError(f"{key_path} is encrypted with a passphrase; give it none") from None
+        except (ValueError, UnsupportedAlgorithm):
             raise ConfigError(f"{key_path} is not a PEM private key") from None
         if not isinstance(loaded, Ed25519PrivateKey):
             raise ConfigError(f"{key_path} is not an Ed25519 key")

@@ -116,11 +116,11 @@ def unseal(key: bytes, text: str) -> SealedPart:
         doc = json.loads(_aead(key).decrypt(_SEAL_NONCE, box, _SEAL_AAD))
     except InvalidTag:
         raise IntegrityError("this key does not open the file (wrong key for this file)") from None
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InvalidInput("the manifest's sealed part is not valid JSON") from None
     try:
         size = doc["size"]
-        if not isinstance(size, int) or size < 0:
+        if type(size) is not int or size < 0:
             raise InvalidInput("the sealed size is not a byte count")
         return SealedPart(validate_name(doc["name"]), size, validate_id(doc["sha256"], "sha256"))
     except (KeyError, TypeError):

@@ -39,6 +39,28 @@ WINDOW_SECONDS = 60
 """How far a request's time may be from the receiver's clock, either way."""
 MAX_HEADER_CHARS = 512
 EMPTY_BODY_SHA256 = hashlib.sha256(b"").hexdigest()
+WEAK_KEYS = frozenset(
+    bytes.fromhex(h)
+    for h in [
+        "01" + "00" * 31,
+        "01" + "00" * 30 + "80",
+        "ee" + "ff" * 30 + "7f",
+        "ee" + "ff" * 31,
+        "ec" + "ff" * 30 + "7f",
+        "ec" + "ff" * 31,
+        "ed" + "ff" * 30 + "7f",
+        "ed" + "ff" * 31,
+        "00" * 32,
+        "00" * 31 + "80",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+    ]
+)
+"""The encodings (canonical or not) of the 8 Ed25519 points of small order. A signature for
+such a key can be made without any private key (e.g. R = identity, S = 0 verifies for every
+message under the identity point), so they are refused as keys."""
 _FIELDS = ("node", "key", "time", "nonce", "sig")
 _FIELD_RE = {
     "node": re.compile(r"n[a-z2-7]{34}"),
@@ -178,6 +200,8 @@ def verify(
     header = parse_header(value)
     if not is_valid_node_id(header.node_id) or node_id_of(header.public_key) != header.node_id:
         raise Unauthenticated(f"the key in the signature header is not node {header.node_id}'s")
+    if header.public_key in WEAK_KEYS:
+        raise Unauthenticated("the key in the signature header is a weak (small-order) key")
     skew = header.time_ms / 1000 - now
     if abs(skew) > window:
         raise Unauthenticated(
