@@ -89,3 +89,9 @@ def with_control(url: str, work: Callable[[ControlClient], Awaitable[T]]) -> T:
 def print_json(doc: Any) -> None:
     """Print ``doc`` as the command's one JSON document."""
     print(json.dumps(doc, indent=2, default=str))
+
+
+def shown_address(address: str) -> str:
+    """Return an address for a table: without its certificate pin (``#...``), which ``--json``
+    keeps."""
+    return address.partition("#")[0]

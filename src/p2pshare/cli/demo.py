@@ -26,6 +26,7 @@ from rich.console import Console
 
 from p2pshare.cli.transfer_cmds import follow, print_download_summary, print_upload_summary
 from p2pshare.core.errors import P2PShareError, Unavailable
+from p2pshare.core.links import encode_key, parse_link
 from p2pshare.core.node_messages import DownloadRequest, UploadRequest
 from p2pshare.node.control_client import ControlClient
 from p2pshare.node.http import new_session, prepare, url_of
@@ -159,8 +160,8 @@ async def _demo(root: Path, cluster: Cluster, console: Console) -> None:
             await asyncio.sleep(0.3)
         # one copy besides alpha's, so bravo and charlie each hold about half of the chunks and
         # charlie's download has to fetch the rest from the others
-        console.rule("upload on alpha (--auto: spread by free space, 1 replica besides alpha)")
-        info = await alpha.start_upload(UploadRequest(path=str(source), replicas=1))
+        console.rule("encrypted upload on alpha (--auto --encrypt, 1 replica besides alpha)")
+        info = await alpha.start_upload(UploadRequest(path=str(source), replicas=1, encrypt=True))
         uploaded = await follow(alpha, info, show=True, console=console)
         print_upload_summary(console, uploaded)
 
@@ -168,8 +169,10 @@ async def _demo(root: Path, cluster: Cluster, console: Console) -> None:
         charlie = ControlClient(session, controls["charlie"])
         target = root / "charlie-downloads" / source.name
         await asyncio.to_thread(target.parent.mkdir)
+        link = parse_link(uploaded.share_link)  # the key travels only in the link
+        key = encode_key(link.key) if link.key is not None else None
         info = await charlie.start_download(
-            DownloadRequest(file_id=uploaded.file_id, path=str(target))
+            DownloadRequest(file_id=link.file_id, path=str(target), key=key)
         )
         downloaded = await follow(charlie, info, show=True, console=console)
         print_download_summary(console, downloaded)
@@ -190,7 +193,9 @@ async def _demo(root: Path, cluster: Cluster, console: Console) -> None:
     console.print(f"{me} peers --node {controls['alpha']}")
     console.print(f"{me} files --node {controls['alpha']}")
     console.print(f"{me} info {uploaded.file_id} --node {controls['bravo']}")
-    console.print(f"{me} download {uploaded.file_id} -o /tmp/copy.bin --node {controls['bravo']}")
+    console.print(
+        f"{me} download '{uploaded.share_link}' -o /tmp/copy.bin --node {controls['bravo']}"
+    )
     console.print(f"{me} upload SOME_FILE --auto --node {controls['bravo']}")
     console.print(f"logs: {root}/*.log     press ctrl-C to stop everything")
     while True:

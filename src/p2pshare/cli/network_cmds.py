@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.prompt import Confirm
 from rich.table import Table
 
-from p2pshare.cli.common import Interrupted, node_url, print_json, with_control
+from p2pshare.cli.common import Interrupted, node_url, print_json, shown_address, with_control
 from p2pshare.core.errors import P2PShareError, Unavailable
 from p2pshare.core.ids import validate_id
 from p2pshare.core.messages import DrainStatus, Receipt
@@ -49,7 +49,11 @@ def peers_cmd(ctx: typer.Context, node: NodeOption = None) -> None:
     table = Table("name", "node id", "address", "free", "offered")
     for n in nodes:
         table.add_row(
-            n.name, n.node_id, n.address, format_size(n.free_bytes), format_size(n.offered_bytes)
+            n.name,
+            n.node_id,
+            shown_address(n.address),
+            format_size(n.free_bytes),
+            format_size(n.offered_bytes),
         )
     Console().print(table)
 

@@ -21,7 +21,13 @@ from rich.progress import (
 from rich.prompt import Confirm, Prompt
 from rich.table import Table
 
-from p2pshare.cli.common import Interrupted, node_url, open_control, print_json
+from p2pshare.cli.common import (
+    Interrupted,
+    node_url,
+    open_control,
+    print_json,
+    shown_address,
+)
 from p2pshare.cli.network_cmds import NodeOption
 from p2pshare.core.chunking import validate_chunk_size
 from p2pshare.core.errors import InvalidInput, InvalidSize, P2PShareError
@@ -225,7 +231,7 @@ def upload_cmd(
             if not c.json:
                 table = Table("name", "address", "free", title="online nodes with free space")
                 for p in peers:
-                    table.add_row(p.name, p.address, format_size(p.free_bytes))
+                    table.add_row(p.name, shown_address(p.address), format_size(p.free_bytes))
                 console.print(table)
             if alloc:
                 allocation: dict[str, int] | None = resolve_allocation(peers, alloc)
@@ -276,13 +282,14 @@ def print_upload_summary(console: Console, result: TransferResult) -> None:
     """Print an upload's one-line summary, where its chunks went, and the file id."""
     rate = result.size / result.seconds / 2**20 if result.seconds > 0 else 0.0
     console.print(
-        f"uploaded {result.name}: {format_size(result.size)} in {result.chunks} chunks, "
+        f"uploaded {result.name}: {format_size(result.size)} in {result.chunks} "
+        f"chunk{'' if result.chunks == 1 else 's'}, "
         f"{result.replicas} replica{'' if result.replicas == 1 else 's'}, "
         f"{result.seconds:.1f}s ({rate:.1f} MiB/s)"
     )
     for h in result.holders:
         chunks = f"{h.chunks} chunk{'' if h.chunks == 1 else 's'}"
-        address = h.address.partition("#")[0]
+        address = shown_address(h.address)
         console.print(f"  {h.name:<16} {address:<28} {chunks}, {format_size(h.bytes)}")
     console.print(f"file id: [bold]{result.file_id}[/bold]")
     if result.encrypted:

@@ -312,6 +312,16 @@ class RepairDesk:
                     "node %s silent past the repair grace: %d chunks to check", node_id, len(held)
                 )
                 self.mark(held)
+                self._drop_tasks_of(node_id)
+
+    def _drop_tasks_of(self, node_id: str) -> None:
+        """Forget the tasks a silent node was to carry out or receive: their chunks are
+        planned again at once (from other sources), not after the task's deadline."""
+        for p in self._outbox:
+            if node_id in (p.node, p.task.target_id):
+                self._outbox.pop(p.task.task_id)
+                self.failed += 1
+                self.mark([p.task.chunk_id])
 
     async def _plan_reclaims(self, now: float) -> None:
         self._reclaims.expired(now)

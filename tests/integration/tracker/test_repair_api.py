@@ -233,3 +233,29 @@ async def test_a_draining_node_is_copied_away_from_and_never_copied_to(
         r = await t.client.get(f"/v1/nodes/{nid('h1')}/drain")
         assert r.json()["chunks_waiting"] == 0, (plan, tasks, await holders(t, m.file_id))
         assert await t.state.repairs.run_once() == []
+
+
+async def test_a_task_whose_source_falls_silent_is_planned_again_from_another(
+    start_tracker: StartTracker,
+) -> None:
+    """A repair task held by a source that then dies does not block the chunk until the
+    task's deadline: once the source is past the grace, another holder is asked."""
+    async with start_tracker(heartbeat_interval=INTERVAL, repair_grace=GRACE) as t:
+        await announce(t.client, *(node(n, free=f) for n, f in FREE.items()))
+        m = manifest(1)
+        reg = registration(m, nid("owner"), [nid("owner"), nid("h1"), nid("h2")], replica_target=3)
+        assert (await t.client.post("/v1/files", json=body(reg))).status_code == 201
+        desk = t.state.repairs
+        # h1 falls silent: one copy short, planned from the owner or h2 to h3
+        await pass_time(t, 3 * INTERVAL + GRACE + 5, nid("owner"), nid("h2"), nid("h3"))
+        [first] = await desk.run_once()
+        assert first.target == nid("h3") and first.source in {nid("owner"), nid("h2")}
+        assert await desk.run_once() == []  # in flight
+        # the source dies before it reports; after its grace the chunk is planned again
+        others = [n for n in (nid("owner"), nid("h2")) if n != first.source]
+        await pass_time(t, 3 * INTERVAL + GRACE + 5, nid("h3"), *others)
+        failed = desk.failed
+        [again] = await desk.run_once()
+        assert desk.failed == failed + 1  # the dead source's task is dropped, not waited out
+        assert (again.chunk_id, again.source) == (first.chunk_id, others[0])
+        assert again.target == nid("h3")
