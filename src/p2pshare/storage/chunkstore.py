@@ -214,8 +214,12 @@ class ChunkStore(abc.ABC):
         data: bytes | bytearray | memoryview | AsyncIterable[bytes],
         *,
         reservation_id: str | None = None,
+        verified: bool = False,
     ) -> PutResult:
         """Store ``data`` as chunk ``chunk_id`` once its hash is verified; return what happened.
+
+        ``verified`` says the caller has just hashed these very bytes (in memory, in this
+        process) to ``chunk_id``, so they are not hashed again; only for whole-chunk bytes.
 
         ``data`` is the whole chunk, or an async iterable of pieces read one at a time. With
         ``reservation_id`` the bytes are drawn from that reservation; without, from the free
@@ -234,6 +238,8 @@ class ChunkStore(abc.ABC):
             self._check_size(chunk_id, len(data))
         elif not isinstance(data, AsyncIterable):
             raise TypeError(f"chunk data must be bytes or an async iterable, not {type(data)}")
+        elif verified:
+            raise TypeError("only whole-chunk bytes can be put as verified")
         if reservation_id is not None:
             self._ledger.get(reservation_id)
         async with self._lock(chunk_id):
@@ -241,9 +247,9 @@ class ChunkStore(abc.ABC):
             if existing is not None:
                 return PutResult(chunk_id, existing, created=False)
             claim = Claim(reservation_id)
-            writer = self._writer(chunk_id)
+            writer = self._writer(chunk_id, hashing=not verified)
             try:
-                await self._write_verified(chunk_id, data, writer, claim)
+                await self._write_verified(chunk_id, data, writer, claim, verified=verified)
             except BaseException as exc:
                 if writer.published:  # cancelled after the rename: the chunk is there, count it
                     self._ledger.settle(claim)
@@ -416,6 +422,8 @@ class ChunkStore(abc.ABC):
         data: bytes | bytearray | memoryview | AsyncIterable[bytes],
         writer: ChunkWriter,
         claim: Claim,
+        *,
+        verified: bool = False,
     ) -> None:
         """Claim, write, verify and publish; the caller cleans up when this raises."""
         if isinstance(data, bytes | bytearray | memoryview):
@@ -431,7 +439,7 @@ class ChunkStore(abc.ABC):
                 self._ledger.claim(claim, len(piece))
                 await writer.write(piece)
         digest = await writer.finish()
-        if digest != chunk_id:
+        if not verified and digest != chunk_id:
             raise IntegrityError(f"chunk bytes hash to {digest}, not to its id {chunk_id}")
         await writer.publish()
 
@@ -451,8 +459,9 @@ class ChunkStore(abc.ABC):
         """Return the size of the chunk, or None when it is absent."""
 
     @abc.abstractmethod
-    def _writer(self, chunk_id: str) -> ChunkWriter:
-        """Return a writer for a new chunk (no I/O until its ``start``)."""
+    def _writer(self, chunk_id: str, *, hashing: bool = True) -> ChunkWriter:
+        """Return a writer for a new chunk (no I/O until its ``start``); with ``hashing``
+        False it may skip hashing (its ``finish`` then returns anything)."""
 
     @abc.abstractmethod
     async def _reader(self, chunk_id: str) -> ChunkReader | None:

@@ -170,11 +170,11 @@ class AtomicWriter:
     or ``discard``. ``discard`` is safe at any point and after any failure.
     """
 
-    def __init__(self, root: Path, chunk_id: str) -> None:
+    def __init__(self, root: Path, chunk_id: str, *, hashing: bool = True) -> None:
         self.final = chunk_path(root, chunk_id)
         self.temp = self.final.with_name(f".{chunk_id}.{uuid.uuid4().hex}{TMP_SUFFIX}")
         self.published = False
-        self._hash = hashlib.sha256()
+        self._hash = hashlib.sha256() if hashing else None
         self._fd = -1
 
     def start(self) -> None:
@@ -187,19 +187,21 @@ class AtomicWriter:
         self._fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
 
     def write(self, piece: bytes) -> None:
-        """Hash ``piece`` and append it to the temp file."""
-        self._hash.update(piece)
+        """Hash ``piece`` (unless made with ``hashing=False``) and append it to the temp file."""
+        if self._hash is not None:
+            self._hash.update(piece)
         view = memoryview(piece)
         while view:
             written = os.write(self._fd, view)
             view = view[written:]
 
     def finish(self) -> str:
-        """Flush the data to disk, close the temp file and return the SHA-256 hex of the bytes."""
+        """Flush the data to disk, close the temp file and return the SHA-256 hex of the bytes
+        ("" when made with ``hashing=False``)."""
         os.fsync(self._fd)
         fd, self._fd = self._fd, -1
         os.close(fd)
-        return self._hash.hexdigest()
+        return self._hash.hexdigest() if self._hash is not None else ""
 
     def publish(self) -> None:
         """Give the temp file the chunk's name and make the rename durable."""

@@ -155,7 +155,7 @@ async def ingest_file(
             if key is not None:
                 piece = await asyncio.to_thread(_seal_chunk, plain_sha, key, index, piece)
             chunk_id = await asyncio.to_thread(builder.add_chunk, piece)
-            await store.put(chunk_id, piece)
+            await store.put(chunk_id, piece, verified=True)  # just hashed by the builder
             index += 1
             if on_progress is not None:
                 on_progress(n)

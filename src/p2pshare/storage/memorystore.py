@@ -53,8 +53,8 @@ class MemoryChunkStore(ChunkStore):
         data = self._chunks.get(chunk_id)
         return None if data is None else len(data)
 
-    def _writer(self, chunk_id: str) -> ChunkWriter:
-        return _MemoryWriter(self._chunks, chunk_id)
+    def _writer(self, chunk_id: str, *, hashing: bool = True) -> ChunkWriter:
+        return _MemoryWriter(self._chunks, chunk_id)  # always hashes: a fake favours checks
 
     async def _reader(self, chunk_id: str) -> ChunkReader | None:
         data = self._chunks.get(chunk_id)

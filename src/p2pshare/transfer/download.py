@@ -16,12 +16,14 @@ re-verifies those from the part file and fetches only the rest.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from p2pshare.core.chunking import ChunkPlan
 from p2pshare.core.errors import (
@@ -119,16 +121,52 @@ def _verify_written(fd: int, offset: int, length: int, chunk_id: str) -> bool:
     return len(data) == length and hash_chunk(data) == chunk_id
 
 
-def _sha256_of(fd: int, size: int) -> str:
-    digest = hashlib.sha256()
-    offset = 0
-    while offset < size:
-        piece = os.pread(fd, min(HASH_PIECE, size - offset), offset)
+def _hash_span(digest: Any, fd: int, offset: int, end: int) -> None:
+    """Feed bytes ``offset`` to ``end`` of the file at ``fd`` into ``digest`` (worker thread)."""
+    while offset < end:
+        piece = os.pread(fd, min(HASH_PIECE, end - offset), offset)
         if not piece:
-            break
+            raise IntegrityError(f"the part file ends at {offset} bytes, before {end}")
         digest.update(piece)
         offset += len(piece)
-    return digest.hexdigest()
+
+
+class _InOrderHash:
+    """The SHA-256 of the whole file, computed in file order while later chunks still arrive.
+
+    Chunks land in any order; each time the written prefix grows, the new part is read back
+    (from the page cache, in a worker thread) and hashed, so the whole-file check costs no
+    extra pass at the end. Memory: one read piece.
+    """
+
+    def __init__(self, fd: int, plan: ChunkPlan) -> None:
+        self._fd = fd
+        self._plan = plan
+        self._written = [False] * plan.count
+        self._next = 0
+        self._wake = asyncio.Event()
+        self._digest = hashlib.sha256()
+
+    def mark(self, indices: list[int]) -> None:
+        """Say chunks ``indices`` are written to the part file."""
+        for i in indices:
+            self._written[i] = True
+        self._wake.set()
+
+    async def run(self) -> str:
+        """Hash chunks in order as they are written; return the hex digest of the file."""
+        n = len(self._written)
+        while self._next < n:
+            if not self._written[self._next]:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            start = self._plan.span(self._next).offset
+            while self._next < n and self._written[self._next]:
+                self._next += 1
+            end = self._plan.span(self._next - 1).offset + self._plan.span(self._next - 1).length
+            await asyncio.to_thread(_hash_span, self._digest, self._fd, start, end)
+        return self._digest.hexdigest()
 
 
 def _finish_file(fd: int, part: Path, out: Path, force: bool) -> None:
@@ -182,14 +220,18 @@ async def download(ctx: NodeContext, req: DownloadRequest, t: Transfer) -> Trans
     record, entries = await asyncio.to_thread(JsonLines.open, record_path)
     kept = _Held()
     served: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # holder -> [chunks, bytes]
+    whole = _InOrderHash(fd, plan)
+    hashing = asyncio.create_task(whole.run(), name="whole-file-hash")
     try:
         t.move("fetching", f"fetching {len(sources)} chunks")
         t.set_total(manifest.size)
-        await _resume(ctx, t, sched, fd, entries, indices, sizes, plan, record, kept)
-        await _fetch_all(ctx, t, sched, fd, addresses, indices, sizes, plan, record, kept, served)
+        await _resume(ctx, t, sched, fd, entries, indices, sizes, plan, record, kept, whole)
+        await _fetch_all(
+            ctx, t, sched, fd, addresses, indices, sizes, plan, record, kept, served, whole
+        )
 
         t.move("verifying", "checking the whole file")
-        sha = await asyncio.to_thread(_sha256_of, fd, manifest.size)
+        sha = await hashing
         if sha != manifest.sha256:
             await asyncio.to_thread(record.remove)
             raise IntegrityError(  # noqa: TRY301 - the except below only cleans up
@@ -205,6 +247,9 @@ async def download(ctx: NodeContext, req: DownloadRequest, t: Transfer) -> Trans
             await asyncio.to_thread(_finish_file, fd, plain, out, req.force)
             await asyncio.to_thread(part.unlink)
     except BaseException:
+        hashing.cancel()
+        with contextlib.suppress(BaseException):
+            await hashing  # its thread is done with the descriptor before it is closed
         await asyncio.to_thread(os.close, fd)
         await asyncio.to_thread(record.close)
         await _leecher_stopped(ctx, manifest.file_id)
@@ -235,6 +280,7 @@ async def _resume(
     plan: ChunkPlan,
     record: JsonLines,
     kept: _Held,
+    whole: _InOrderHash,
 ) -> None:
     """Count chunks already in the part file (re-verified) or in this node's store."""
     listed = {e.get("chunk") for e in entries}
@@ -253,6 +299,7 @@ async def _resume(
             kept.add(cid)
         else:
             continue
+        whole.mark(idx)
         sched.mark_done(cid)
         t.advance(sizes[cid] * len(idx))
 
@@ -319,6 +366,7 @@ async def _fetch_all(
     record: JsonLines,
     kept: _Held,
     served: dict[str, list[int]],
+    whole: _InOrderHash,
 ) -> None:
     """Run the scheduler's requests until every chunk is written, or some chunk is stuck."""
     wake = asyncio.Event()
@@ -358,9 +406,10 @@ async def _fetch_all(
         wake.set()
         offsets = [plan.span(i).offset for i in indices[cid]]
         await asyncio.to_thread(_pwrite_all, fd, data, offsets)
+        whole.mark(indices[cid])
         await asyncio.to_thread(record.append, [{"chunk": cid}])
         try:
-            await ctx.store.put(cid, data)
+            await ctx.store.put(cid, data, verified=True)  # hashed above
             kept.add(cid)
         except QuotaExceeded:
             log.info("store full: chunk %s not kept for serving", cid)
