@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable
 
 import aiohttp
 
@@ -74,17 +74,30 @@ class PeerClient:
             await raise_for_problem(resp, where)
 
     async def put_chunk(
-        self, address: str, chunk_id: str, data: bytes, reservation_id: str
+        self,
+        address: str,
+        chunk_id: str,
+        data: bytes | AsyncIterable[Piece],
+        reservation_id: str,
+        *,
+        size: int | None = None,
     ) -> ChunkReceipt:
         """Push a chunk under a reservation; return the holder's ack (verified and durable).
 
-        Raises :class:`RemoteError` when the ack does not match what was sent.
+        ``data`` is the chunk's bytes, or its pieces (e.g. a store reader, so only a piece at a
+        time is in memory) with its ``size``. Raises :class:`RemoteError` when the ack does not
+        match what was sent.
         """
         validate_id(chunk_id, "chunk id")
         where = _where(address)
-        body: bytes | AsyncIterator[Piece] = (
-            self._up.paced(pieces_of(data)) if self._up.rate else data
-        )
+        if isinstance(data, bytes):
+            size = len(data)
+            pieces: AsyncIterable[Piece] = pieces_of(data)
+        elif size is None:
+            raise TypeError("a chunk pushed in pieces needs its size")
+        else:
+            pieces = data
+        body: bytes | AsyncIterable[Piece] = self._up.paced(pieces) if self._up.rate else data
         # the signature covers the body by its hash, which is the chunk id the holder checks
         req = prepare(
             "PUT",
@@ -94,7 +107,7 @@ class PeerClient:
             signer=self._signer,
             headers={
                 "Content-Type": "application/octet-stream",
-                "Content-Length": str(len(data)),
+                "Content-Length": str(size),
             },
         )
         async with (
@@ -106,7 +119,7 @@ class PeerClient:
             await raise_for_problem(resp, where)
             raw = await resp.read()
         receipt = ChunkReceipt.model_validate_json(raw)
-        if receipt.chunk_id != chunk_id or receipt.size != len(data):
+        if receipt.chunk_id != chunk_id or receipt.size != size:
             raise RemoteError(f"{where}: ack for {receipt.chunk_id} does not match the push")
         return receipt
 

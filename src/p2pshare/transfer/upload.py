@@ -404,11 +404,16 @@ async def _push(
             async with slots:
                 if holder in failed:
                     return
-                data = await ctx.store.read(chunk_id)
                 try:
-                    await ctx.peers.put_chunk(
-                        node.address, chunk_id, data, grants[holder].reservation_id
-                    )
+                    # streamed from the chunk file: a piece at a time in memory, not the chunk
+                    async with await ctx.store.get(chunk_id) as reader:
+                        await ctx.peers.put_chunk(
+                            node.address,
+                            chunk_id,
+                            reader,
+                            grants[holder].reservation_id,
+                            size=reader.size,
+                        )
                 except HOLDER_FAULTS as exc:
                     failed.add(holder)
                     log.warning("holder %s failed during the upload: %s", node.name, exc.detail)
