@@ -123,16 +123,21 @@ class PeerClient:
             raise RemoteError(f"{where}: ack for {receipt.chunk_id} does not match the push")
         return receipt
 
-    async def get_chunk(self, address: str, chunk_id: str, size: int) -> bytearray:
+    async def get_chunk(
+        self, address: str, chunk_id: str, size: int, *, into: bytearray | None = None
+    ) -> memoryview:
         """Return the ``size`` bytes of a chunk from ``address``, unverified (the caller hashes).
 
-        Never reads more than ``size`` bytes: a longer or shorter body is a
+        The bytes are read into ``into`` (at least ``size`` long; a buffer the caller reuses)
+        or a new buffer. Never reads more than ``size`` bytes: a longer or shorter body is a
         :class:`RemoteError`.
         """
         validate_id(chunk_id, "chunk id")
         where = _where(address)
-        buf = bytearray(size)
-        view = memoryview(buf)
+        if into is not None and len(into) < size:
+            raise ValueError(f"a buffer of {len(into)} bytes cannot hold {size}")
+        buf = into if into is not None else bytearray(size)
+        view = memoryview(buf)[:size]
         got = 0
         req = prepare("GET", url_of(address, f"/v1/chunks/{chunk_id}"))
         async with (
@@ -153,7 +158,7 @@ class PeerClient:
                 got = end
         if got != size:
             raise RemoteError(f"{where}: chunk {chunk_id[:12]} ended at {got} of {size} bytes")
-        return buf
+        return view
 
     async def challenge(self, address: str, body: Challenge) -> ChallengeAnswer:
         """Audit a holder: send a nonce, get its proof of holding the chunk."""

@@ -215,11 +215,15 @@ class ChunkStore(abc.ABC):
         *,
         reservation_id: str | None = None,
         verified: bool = False,
+        durable: bool = True,
     ) -> PutResult:
         """Store ``data`` as chunk ``chunk_id`` once its hash is verified; return what happened.
 
         ``verified`` says the caller has just hashed these very bytes (in memory, in this
         process) to ``chunk_id``, so they are not hashed again; only for whole-chunk bytes.
+        ``durable=False`` is for a cache copy (a downloader's copy kept to serve others): it is
+        not flushed to disk, so a crash may lose or damage it; whoever fetches it verifies it,
+        and the integrity scan finds it.
 
         ``data`` is the whole chunk, or an async iterable of pieces read one at a time. With
         ``reservation_id`` the bytes are drawn from that reservation; without, from the free
@@ -247,7 +251,7 @@ class ChunkStore(abc.ABC):
             if existing is not None:
                 return PutResult(chunk_id, existing, created=False)
             claim = Claim(reservation_id)
-            writer = self._writer(chunk_id, hashing=not verified)
+            writer = self._writer(chunk_id, hashing=not verified, durable=durable)
             try:
                 await self._write_verified(chunk_id, data, writer, claim, verified=verified)
             except BaseException as exc:
@@ -459,9 +463,10 @@ class ChunkStore(abc.ABC):
         """Return the size of the chunk, or None when it is absent."""
 
     @abc.abstractmethod
-    def _writer(self, chunk_id: str, *, hashing: bool = True) -> ChunkWriter:
+    def _writer(self, chunk_id: str, *, hashing: bool = True, durable: bool = True) -> ChunkWriter:
         """Return a writer for a new chunk (no I/O until its ``start``); with ``hashing``
-        False it may skip hashing (its ``finish`` then returns anything)."""
+        False it may skip hashing (its ``finish`` then returns anything), with ``durable``
+        False it may skip flushing to disk."""
 
     @abc.abstractmethod
     async def _reader(self, chunk_id: str) -> ChunkReader | None:

@@ -170,11 +170,14 @@ class AtomicWriter:
     or ``discard``. ``discard`` is safe at any point and after any failure.
     """
 
-    def __init__(self, root: Path, chunk_id: str, *, hashing: bool = True) -> None:
+    def __init__(
+        self, root: Path, chunk_id: str, *, hashing: bool = True, durable: bool = True
+    ) -> None:
         self.final = chunk_path(root, chunk_id)
         self.temp = self.final.with_name(f".{chunk_id}.{uuid.uuid4().hex}{TMP_SUFFIX}")
         self.published = False
         self._hash = hashlib.sha256() if hashing else None
+        self._durable = durable
         self._fd = -1
 
     def start(self) -> None:
@@ -197,8 +200,10 @@ class AtomicWriter:
 
     def finish(self) -> str:
         """Flush the data to disk, close the temp file and return the SHA-256 hex of the bytes
-        ("" when made with ``hashing=False``)."""
-        os.fsync(self._fd)
+        ("" when made with ``hashing=False``). With ``durable=False`` nothing is flushed: the
+        kernel writes the bytes back when it likes (a cache copy, see ChunkStore.put)."""
+        if self._durable:
+            os.fsync(self._fd)
         fd, self._fd = self._fd, -1
         os.close(fd)
         return self._hash.hexdigest() if self._hash is not None else ""
@@ -207,7 +212,8 @@ class AtomicWriter:
         """Give the temp file the chunk's name and make the rename durable."""
         self.temp.replace(self.final)
         self.published = True
-        fsync_dir(self.final.parent)
+        if self._durable:
+            fsync_dir(self.final.parent)
 
     def discard(self) -> None:
         """Close and delete the temp file, if any (never raises for a missing file)."""

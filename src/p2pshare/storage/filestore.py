@@ -152,8 +152,9 @@ class FileChunkStore(ChunkStore):
     async def _size_of(self, chunk_id: str) -> int | None:
         return await asyncio.to_thread(diskio.file_size, diskio.chunk_path(self._root, chunk_id))
 
-    def _writer(self, chunk_id: str, *, hashing: bool = True) -> ChunkWriter:
-        return _FileWriter(diskio.AtomicWriter(self._root, chunk_id, hashing=hashing))
+    def _writer(self, chunk_id: str, *, hashing: bool = True, durable: bool = True) -> ChunkWriter:
+        writer = diskio.AtomicWriter(self._root, chunk_id, hashing=hashing, durable=durable)
+        return _FileWriter(writer)
 
     async def _reader(self, chunk_id: str) -> ChunkReader | None:
         path = diskio.chunk_path(self._root, chunk_id)

@@ -53,7 +53,7 @@ class MemoryChunkStore(ChunkStore):
         data = self._chunks.get(chunk_id)
         return None if data is None else len(data)
 
-    def _writer(self, chunk_id: str, *, hashing: bool = True) -> ChunkWriter:
+    def _writer(self, chunk_id: str, *, hashing: bool = True, durable: bool = True) -> ChunkWriter:
         return _MemoryWriter(self._chunks, chunk_id)  # always hashes: a fake favours checks
 
     async def _reader(self, chunk_id: str) -> ChunkReader | None:

@@ -108,7 +108,7 @@ def _open_part(part: Path, size: int) -> int:
     return fd
 
 
-def _pwrite_all(fd: int, data: bytes | bytearray, offsets: list[int]) -> None:
+def _pwrite_all(fd: int, data: bytes | bytearray | memoryview, offsets: list[int]) -> None:
     view = memoryview(data)
     for offset in offsets:
         done = 0
@@ -372,17 +372,23 @@ async def _fetch_all(
     wake = asyncio.Event()
     running: dict[tuple[str, str], asyncio.Task[None]] = {}
     # a chunk's bytes are held from the fetch until written: at most ``total`` chunks at once,
-    # whatever the file size (the scheduler frees a request's slot as soon as it arrives)
-    buffers = asyncio.Semaphore(ctx.total)
+    # whatever the file size (the scheduler frees a request's slot as soon as it arrives).
+    # The buffers are reused: no fresh 4 MiB mapping (and its page faults) per chunk.
+    slots = asyncio.Semaphore(ctx.total)
+    largest = max(sizes.values(), default=0)
+    free: list[bytearray] = []
 
     async def fetch(cid: str, holder: str) -> None:
-        async with buffers:
-            await fetch_and_write(cid, holder)
+        async with slots:
+            buf = free.pop() if free else bytearray(largest)
+            await fetch_and_write(cid, holder, buf)
+            # not on cancellation: a worker thread may still be reading the buffer then
+            free.append(buf)
 
-    async def fetch_and_write(cid: str, holder: str) -> None:
+    async def fetch_and_write(cid: str, holder: str, buf: bytearray) -> None:
         kind: FailureKind | None = None
         try:
-            data = await ctx.peers.get_chunk(addresses[holder], cid, sizes[cid])
+            data = await ctx.peers.get_chunk(addresses[holder], cid, sizes[cid], into=buf)
             if await asyncio.to_thread(hash_chunk, data) != cid:
                 kind = "bad-hash"
                 log.warning("holder %s sent bad bytes for chunk %s", holder, cid)
@@ -409,7 +415,8 @@ async def _fetch_all(
         whole.mark(indices[cid])
         await asyncio.to_thread(record.append, [{"chunk": cid}])
         try:
-            await ctx.store.put(cid, data, verified=True)  # hashed above
+            # hashed above; a copy kept to serve others, not flushed (the file itself is)
+            await ctx.store.put(cid, data, verified=True, durable=False)
             kept.add(cid)
         except QuotaExceeded:
             log.info("store full: chunk %s not kept for serving", cid)

@@ -212,3 +212,20 @@ async def test_an_exclusive_store_keeps_others_out(tmp_path: Path) -> None:
 async def test_a_bad_quota_is_refused(tmp_path: Path, quota: object) -> None:
     with pytest.raises(InvalidSize):
         await FileChunkStore.open(tmp_path, quota=quota)  # type: ignore[arg-type]
+
+
+async def test_verified_and_cache_puts_store_the_same_bytes(tmp_path: Path) -> None:
+    """A caller that just hashed the bytes skips the store's hash; a cache copy skips the
+    flush. Both store the chunk like any other; only whole bytes may be put as verified."""
+    async with await FileChunkStore.open(tmp_path, quota=64 * KiB) as store:
+        cid, data = make_chunk(5, 8 * KiB)
+        result = await store.put(cid, memoryview(data), verified=True, durable=False)
+        assert result.created and result.size == len(data)
+        assert await asyncio.to_thread(store.path(cid).read_bytes) == data
+        assert await store.read(cid) == data
+        assert await asyncio.to_thread(temp_files, tmp_path) == []
+        other, more = make_chunk(6, 4 * KiB)
+        with pytest.raises(TypeError, match="whole-chunk bytes"):
+            await store.put(other, stream(more, piece=KiB), verified=True)
+        assert not await store.has(other)
+        assert store.used_bytes == len(data)
