@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 
@@ -76,6 +77,13 @@ def is_valid_node_id(value: object) -> bool:
     """Return True when ``value`` is a well-formed node id whose check characters match."""
     if not isinstance(value, str) or _NODE_ID_RE.fullmatch(value) is None:
         return False
+    return _checked(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked(value: str) -> bool:
+    """Whether a well-formed id's check characters match (every message names a few nodes,
+    the same ones again and again: their checks are remembered)."""
     body = value[len(NODE_ID_PREFIX) : len(NODE_ID_PREFIX) + _NODE_HASH_CHARS]
     return value.endswith(_node_check(body))
 
