@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint unit demo bench fuzz clean
+.PHONY: install test lint unit demo bench bench-smoke fuzz clean
 
 install: $(STAMP)
 
@@ -23,16 +23,21 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -n 3 --dist loadfile
 
-test: lint unit
+test: lint unit bench-smoke
 
 demo: $(STAMP)
 	$(BIN)/p2pshare demo
 
+# the suite (bench/suite.py): every workload beside its anchors and limits, about 15 minutes;
+# writes bench/results/latest.md and latest.json. The single figures stay runnable on their
+# own: bench/hash_chunks.py, tracker_load.py, transfer.py, swarm.py, anchors.py
 bench: $(STAMP)
-	$(BIN)/python bench/hash_chunks.py
-	$(BIN)/python bench/tracker_load.py
-	$(BIN)/python bench/transfer.py
-	$(BIN)/python bench/swarm.py
+	$(BIN)/python bench/suite.py
+
+# the suite at small sizes, one round, no anchors (under a minute; part of make test): fails
+# unless every row it writes (bench/results/smoke.*) has numbers > 0. No timed assertions.
+bench-smoke: $(STAMP)
+	$(BIN)/python bench/suite.py --smoke --no-anchors
 
 # coverage-guided fuzzing of the parsers (fuzz/fuzz_parsers.py), bounded; the corpus it grows
 # and any crash-* input are kept in build/fuzz (replay one: $(BIN)/python fuzz/fuzz_parsers.py FILE)

@@ -1,60 +1,430 @@
-"""Tracker under load: announces and file-detail reads at once (a figure, not a test).
+"""Tracker under load: announces and file-detail reads (a figure, not a test).
 
 usage: python bench/tracker_load.py [--nodes 64] [--readers 16] [--duration 10] [--warmup 2]
-                                    [--files 200] [--chunks 16] [--replicas 3] [--port 0]
+                                    [--files 200] [--chunks 16] [--replicas 3] [--no-tls]
+       python bench/tracker_load.py --url URL --seconds S --concurrency C
+                                    --kind announce|detail [--protocol p2pshare|bittorrent]
+                                    [--ids FILE] [--info-hash HEX] [--json]
 
-Starts a real ``p2pshare tracker`` process on a SQLite file in a temp dir, announces
-``--nodes`` nodes and registers ``--files`` files of ``--chunks`` chunks (each chunk on
-``--replicas`` nodes). Then, for ``--warmup`` + ``--duration`` seconds, runs in this process
+Without ``--url``: starts a real ``p2pshare tracker`` process (the harness of
+``tests/integration/network``; TLS unless ``--no-tls``) on a SQLite file in a temp dir,
+announces ``--nodes`` nodes and registers ``--files`` files of ``--chunks`` chunks (each chunk
+on ``--replicas`` nodes), all signed. Then, for ``--warmup`` + ``--duration`` seconds, runs
 ``--nodes`` simulated nodes that announce back to back (closed loop, one connection each: the
 worst case, every node announcing as fast as the tracker answers, not every 30 s) and
-``--readers`` clients that read ``GET /v1/files/{id}`` of random files. Prints requests/s and
-p50/p99/max latency for each kind, counted after the warm-up only. The client (aiohttp) runs
-on the same machine and takes CPU from the tracker: on 2 cores the figures are a floor.
+``--readers`` clients that read ``GET /v1/files/{id}`` of random files, at once. Prints
+requests/s and p50/p99/max latency for each kind, counted after the warm-up only.
+
+With ``--url``: one kind of load against a tracker that is already running, for
+``bench/suite.py`` (and for ``bench/anchors.py``, which runs it inside a network namespace
+against opentracker): ``--concurrency`` clients in a closed loop for ``--seconds``, after one
+untimed request per client (which opens its connection and, for p2pshare announces, makes the
+node known). ``--protocol p2pshare`` sends our signed JSON announces (``POST
+/v1/nodes/announce``, each client a node with its own Ed25519 key, every request signed anew)
+or reads file details (of the ids in ``--ids``, else of the first page of ``GET /v1/files``);
+``--protocol bittorrent`` sends BitTorrent HTTP announces (``GET /announce?info_hash=...``,
+each client its own peer id, all for one info hash). ``--json`` prints one line ``{"rps",
+"p50_ms", "p99_ms", "max_ms", "requests", "errors", ...}``. An https URL is read without
+checking the certificate (the pin after ``#`` is dropped). The client runs in one process
+with asyncio and aiohttp, on the same machine as the tracker: on 2 cores it takes CPU from the
+tracker and caps what a fast tracker can show, the same cap for every tracker measured.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote_from_bytes
 
 import aiohttp
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from yarl import URL
 
 from p2pshare.core.manifest import ManifestBuilder
 from p2pshare.core.messages import ChunkAck, FileRegistration, NodeAnnounce, Placement
+from p2pshare.security.keys import KeyPair
+from p2pshare.security.signing import body_sha256, sign_request
 
 CHUNK = 64 * 1024
+KINDS = ("announce", "detail")
+PROTOCOLS = ("p2pshare", "bittorrent")
+BENCH_INFO_HASH = hashlib.sha1(b"p2pshare-bench-0").hexdigest()
+"""The info hash of every BitTorrent announce (a tracker with a whitelist must list it; it is
+the first of ``bench/anchors.py``'s ``bench_info_hashes``)."""
+ANNOUNCE_PATH = "/v1/nodes/announce"
+HERE = Path(__file__).resolve()
+
+
+# --- what the clients send -------------------------------------------------------------------
+
+
+def node_keys(count: int, seed: str = "bench") -> list[KeyPair]:
+    """Return ``count`` Ed25519 key pairs derived from ``seed`` (the same in every run)."""
+    return [
+        KeyPair.of(
+            Ed25519PrivateKey.from_private_bytes(hashlib.sha256(f"{seed}-{i}".encode()).digest())
+        )
+        for i in range(count)
+    ]
+
+
+def announce_of(key: KeyPair, i: int) -> NodeAnnounce:
+    """Return the announce of simulated node ``i`` (``key``'s node) on a made-up address."""
+    offered = 100 * 2**30
+    used = random.Random(i).randrange(0, offered // 2)
+    return NodeAnnounce(
+        node_id=key.node_id,
+        name=f"bench node {i}",
+        address=f"http://127.0.0.1:{10000 + i}",
+        offered_bytes=offered,
+        used_bytes=used,
+        free_bytes=offered - used,
+    )
+
+
+def registration(f: int, chunks: int, holders: Sequence[str], replicas: int) -> FileRegistration:
+    """Return the registration of bench file ``f`` (``chunks`` chunks of 64 KiB of random
+    bytes, each on ``replicas`` of ``holders``), owned by ``holders[0]``."""
+    rng = random.Random(f)
+    builder = ManifestBuilder(CHUNK)
+    for _ in range(chunks):
+        builder.add_chunk(rng.randbytes(CHUNK))
+    m = builder.finish(f"bench-{f:06d}.bin", datetime(2030, 1, 1, tzinfo=UTC))
+    placement, acks = [], []
+    for cid in m.chunk_ids:
+        on = rng.sample(list(holders), replicas)
+        placement.append(Placement(chunk_id=cid, holders=on))
+        acks += [ChunkAck(node_id=h, chunk_id=cid, size=CHUNK) for h in on]
+    return FileRegistration(
+        manifest=m, owner=holders[0], replica_target=replicas, placement=placement, acks=acks
+    )
+
+
+def signed(key: KeyPair, method: str, target: str, body_hash: str) -> dict[str, str]:
+    """Return the headers of a request signed now by ``key`` (a fresh nonce each time)."""
+    return {
+        "content-type": "application/json",
+        **sign_request(key, method, target, body_hash, now=time.time()),
+    }
+
+
+def base_of(url: str) -> str:
+    """Return ``url`` without its certificate pin (``#...``) and trailing slash."""
+    return url.partition("#")[0].rstrip("/")
+
+
+def new_session(concurrency: int) -> aiohttp.ClientSession:
+    """Return a client session with one connection per client (certificates not checked)."""
+    connector = aiohttp.TCPConnector(limit=concurrency + 4, ssl=False)
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30))
+
+
+async def announce_all(
+    session: aiohttp.ClientSession, url: str, keys: Sequence[KeyPair], first: int = 0
+) -> None:
+    """Announce each node of ``keys`` once, signed; raise on any refusal."""
+    base = base_of(url)
+    for i, key in enumerate(keys, start=first):
+        body = announce_of(key, i).model_dump_json().encode()
+        headers = signed(key, "POST", ANNOUNCE_PATH, body_sha256(body))
+        async with session.post(base + ANNOUNCE_PATH, data=body, headers=headers) as r:
+            if r.status != 200:
+                raise RuntimeError(f"announce refused: {r.status} {await r.text()}")
+
+
+async def register_all(
+    session: aiohttp.ClientSession,
+    url: str,
+    regs: Sequence[FileRegistration],
+    owner: KeyPair,
+    parallel: int = 8,
+) -> None:
+    """Register every file of ``regs`` (owned by ``owner``) with signed POSTs,
+    ``parallel`` at once; raise on any refusal."""
+    base = base_of(url)
+    queue = list(reversed(regs))
+
+    async def worker() -> None:
+        while queue:
+            body = queue.pop().model_dump_json().encode()
+            headers = signed(owner, "POST", "/v1/files", body_sha256(body))
+            async with session.post(base + "/v1/files", data=body, headers=headers) as r:
+                if r.status not in {200, 201}:
+                    raise RuntimeError(f"registration refused: {r.status} {await r.text()}")
+
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(parallel):
+            tg.create_task(worker())
+
+
+# --- the closed loop --------------------------------------------------------------------------
 
 
 @dataclass
 class Tally:
-    """Latencies (seconds) of successful requests after the warm-up, and failures."""
+    """Latencies (seconds) of successful requests in the timed window, and failures."""
 
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
+    first_error: str = ""
+
+    def summary(self, seconds: float) -> dict[str, float | int | str]:
+        """Return requests/s and p50/p99/max latency (ms) over ``seconds``."""
+        lat = sorted(self.latencies)
+        out: dict[str, float | int | str] = {
+            "rps": len(lat) / seconds,
+            "p50_ms": statistics.median(lat) * 1000 if lat else 0.0,
+            "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else 0.0,
+            "max_ms": lat[-1] * 1000 if lat else 0.0,
+            "requests": len(lat),
+            "errors": self.errors,
+            "seconds": seconds,
+        }
+        if self.first_error:
+            out["first_error"] = self.first_error
+        return out
 
     def line(self, name: str, seconds: float) -> str:
+        """Return one printable line of :meth:`summary`."""
         if not self.latencies:
-            return f"{name:9s} no requests ({self.errors} errors)"
-        lat = sorted(self.latencies)
-        p50 = statistics.median(lat) * 1000
-        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
+            return f"{name:9s} no requests ({self.errors} errors) {self.first_error}"
+        s = self.summary(seconds)
         return (
-            f"{name:9s} {len(lat) / seconds:8.0f} req/s   p50 {p50:6.1f} ms   "
-            f"p99 {p99:6.1f} ms   max {lat[-1] * 1000:6.1f} ms   "
-            f"({len(lat)} requests, {self.errors} errors)"
+            f"{name:9s} {s['rps']:8.0f} req/s   p50 {s['p50_ms']:6.1f} ms   "
+            f"p99 {s['p99_ms']:6.1f} ms   max {s['max_ms']:6.1f} ms   "
+            f"({s['requests']} requests, {self.errors} errors)"
         )
+
+
+Request = Callable[[], Awaitable[str | None]]
+"""Sends one request; returns None when it succeeded, else what went wrong."""
+
+
+async def closed_loop(
+    requests: Sequence[Request], tally: Tally, measure_from: float, stop_at: float
+) -> None:
+    """Run each of ``requests`` back to back in its own task until ``stop_at``
+    (``time.perf_counter``); count those that start at or after ``measure_from``."""
+
+    async def client(send: Request) -> None:
+        while (now := time.perf_counter()) < stop_at:
+            try:
+                problem = await send()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            done = time.perf_counter()
+            if now < measure_from:
+                continue
+            if problem is None:
+                tally.latencies.append(done - now)
+            else:
+                tally.errors += 1
+                tally.first_error = tally.first_error or problem[:200]
+
+    async with asyncio.TaskGroup() as tg:
+        for send in requests:
+            tg.create_task(client(send))
+
+
+def p2pshare_announcers(
+    session: aiohttp.ClientSession, url: str, keys: Sequence[KeyPair], first: int = 0
+) -> list[Request]:
+    """Return one request maker per key: a signed announce of that node (a fresh signature,
+    time and nonce per request; the body and its hash are made once)."""
+    base = base_of(url)
+
+    def maker(key: KeyPair, i: int) -> Request:
+        body = announce_of(key, i).model_dump_json().encode()
+        digest = body_sha256(body)
+
+        async def send() -> str | None:
+            headers = signed(key, "POST", ANNOUNCE_PATH, digest)
+            async with session.post(base + ANNOUNCE_PATH, data=body, headers=headers) as r:
+                await r.read()
+                return None if r.status == 200 else f"HTTP {r.status}"
+
+        return send
+
+    return [maker(k, i) for i, k in enumerate(keys, start=first)]
+
+
+def p2pshare_readers(
+    session: aiohttp.ClientSession, url: str, ids: Sequence[str], count: int
+) -> list[Request]:
+    """Return ``count`` request makers, each reading the detail of a random file of ``ids``."""
+    base = base_of(url)
+
+    def maker(seed: int) -> Request:
+        pick = random.Random(seed)
+
+        async def send() -> str | None:
+            async with session.get(f"{base}/v1/files/{pick.choice(ids)}") as r:
+                await r.read()
+                return None if r.status == 200 else f"HTTP {r.status}"
+
+        return send
+
+    return [maker(j) for j in range(count)]
+
+
+def bittorrent_announcers(
+    session: aiohttp.ClientSession, url: str, count: int, info_hash: str = BENCH_INFO_HASH
+) -> list[Request]:
+    """Return ``count`` request makers, each a BitTorrent peer announcing ``info_hash`` to the
+    tracker at ``url`` (its announce URL; ``/announce`` is added to a bare base URL)."""
+    announce = base_of(url)
+    if not URL(announce).path.endswith("announce"):
+        announce += "/announce"
+    ih = quote_from_bytes(bytes.fromhex(info_hash), safe="")
+
+    def maker(i: int) -> Request:
+        peer_id = quote_from_bytes(b"-PB0001-" + f"{i:012d}".encode(), safe="")
+        target = URL(
+            f"{announce}?info_hash={ih}&peer_id={peer_id}&port={20000 + i}"
+            "&uploaded=0&downloaded=0&left=0&compact=1",
+            encoded=True,
+        )
+
+        async def send() -> str | None:
+            async with session.get(target) as r:
+                body = await r.read()
+                if r.status != 200:
+                    return f"HTTP {r.status}"
+                if b"failure reason" in body:
+                    return body.decode(errors="replace")
+                return None
+
+        return send
+
+    return [maker(i) for i in range(count)]
+
+
+async def list_file_ids(session: aiohttp.ClientSession, url: str) -> list[str]:
+    """Return the ids of the first page (500) of files the tracker lists."""
+    async with session.get(f"{base_of(url)}/v1/files", params={"limit": "500"}) as r:
+        r.raise_for_status()
+        return [f["file_id"] for f in (await r.json())["items"]]
+
+
+async def run_load(
+    url: str,
+    *,
+    kind: str,
+    protocol: str,
+    seconds: float,
+    concurrency: int,
+    ids: Sequence[str] = (),
+    info_hash: str = BENCH_INFO_HASH,
+    seed: str = "bench",
+    cpu_pid: int | None = None,
+) -> dict[str, float | int | str]:
+    """Run one kind of load for ``seconds`` after one untimed request per client; return
+    :meth:`Tally.summary` plus what was run, the CPU this client used (cores) and, given
+    ``cpu_pid`` (the tracker's process), the CPU that process used."""
+    if (protocol, kind) == ("bittorrent", "detail"):
+        raise ValueError("a BitTorrent tracker has no file details: use --kind announce")
+    async with new_session(concurrency) as session:
+        if protocol == "bittorrent":
+            requests = bittorrent_announcers(session, url, concurrency, info_hash)
+        elif kind == "announce":
+            requests = p2pshare_announcers(session, url, node_keys(concurrency, seed))
+        else:
+            ids = list(ids) or await list_file_ids(session, url)
+            if not ids:
+                raise RuntimeError("the tracker lists no files to read")
+            requests = p2pshare_readers(session, url, ids, concurrency)
+        setup = Tally()
+        for attempt in range(2):  # one request per client: connections open, nodes known
+            setup = Tally()
+            async with asyncio.TaskGroup() as tg:
+                for send in requests:
+                    tg.create_task(_once(send, setup))
+            if not setup.errors:
+                break
+            await asyncio.sleep(0.5 * (attempt + 1))
+        if setup.errors:
+            raise RuntimeError(f"the untimed first requests failed: {setup.first_error}")
+        tally = Tally()
+        cpu0, server0 = time.process_time(), cpu_seconds(cpu_pid) if cpu_pid else 0.0
+        start = time.perf_counter()
+        await closed_loop(requests, tally, start, start + seconds)
+        wall = time.perf_counter() - start
+        cpu1, server1 = time.process_time(), cpu_seconds(cpu_pid) if cpu_pid else 0.0
+    summary = tally.summary(seconds)
+    summary.update(kind=kind, protocol=protocol, concurrency=concurrency)
+    summary["client_cpu_cores"] = (cpu1 - cpu0) / wall
+    if cpu_pid:
+        summary["server_cpu_cores"] = (server1 - server0) / wall
+    return summary
+
+
+async def _once(send: Request, tally: Tally) -> None:
+    try:
+        problem = await send()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    if problem is not None:
+        tally.errors += 1
+        tally.first_error = tally.first_error or problem[:200]
+
+
+def load(
+    url: str,
+    seconds: float,
+    concurrency: int,
+    *,
+    kind: str = "announce",
+    protocol: str = "bittorrent",
+    ids_file: Path | None = None,
+    cpu_pid: int | None = None,
+    prefix: Sequence[str] = (),
+    python: str = sys.executable,
+) -> dict[str, float | int | str]:
+    """Run this script as a subprocess (``--url ... --json``) and return what it printed.
+
+    ``prefix`` goes before the command: ``["ip", "netns", "exec", NS]`` runs the load inside
+    a network namespace (``bench/anchors.py``'s opentracker lives in one). Raises
+    :class:`RuntimeError` when it fails."""
+    cmd = [
+        *prefix,
+        python,
+        str(HERE),
+        "--url",
+        url,
+        "--seconds",
+        str(seconds),
+        "--concurrency",
+        str(concurrency),
+        "--kind",
+        kind,
+        "--protocol",
+        protocol,
+        "--json",
+    ]
+    if ids_file is not None:
+        cmd += ["--ids", str(ids_file)]
+    if cpu_pid is not None:
+        cmd += ["--cpu-pid", str(cpu_pid)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"tracker_load exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+# --- the standalone figure --------------------------------------------------------------------
 
 
 def cpu_seconds(pid: int) -> float:
@@ -63,165 +433,108 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def announce_body(i: int, rng: random.Random) -> bytes:
-    offered = 100 * 2**30
-    used = rng.randrange(0, offered // 2)
-    return (
-        NodeAnnounce(
-            node_id=f"node-{i:05d}",
-            name=f"bench node {i}",
-            address=f"http://127.0.0.1:{10000 + i}",
-            offered_bytes=offered,
-            used_bytes=used,
-            free_bytes=offered - used,
-        )
-        .model_dump_json()
-        .encode()
-    )
-
-
-def registration(f: int, chunks: int, nodes: int, replicas: int) -> FileRegistration:
-    rng = random.Random(f)
-    builder = ManifestBuilder(CHUNK)
-    for _ in range(chunks):
-        builder.add_chunk(rng.randbytes(CHUNK))
-    m = builder.finish(f"bench-{f:05d}.bin", datetime(2030, 1, 1, tzinfo=UTC))
-    placement, acks = [], []
-    for cid in m.chunk_ids:
-        holders = [f"node-{n:05d}" for n in rng.sample(range(nodes), replicas)]
-        placement.append(Placement(chunk_id=cid, holders=holders))
-        acks += [ChunkAck(node_id=h, chunk_id=cid, size=CHUNK) for h in holders]
-    return FileRegistration(
-        manifest=m, owner="node-00000", replica_target=replicas, placement=placement, acks=acks
-    )
-
-
-async def wait_ready(session: aiohttp.ClientSession, url: str, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"tracker exited with {proc.returncode}")
-        try:
-            async with session.get(f"{url}/v1/health") as r:
-                if r.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.1)
-    raise SystemExit("tracker did not start within 30 s")
-
-
-async def load(args: argparse.Namespace, url: str, proc: subprocess.Popen) -> None:
-    headers = {"content-type": "application/json"}
-    timeout = aiohttp.ClientTimeout(total=30)
-    connector = aiohttp.TCPConnector(limit=args.nodes + args.readers + 4)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        await wait_ready(session, url, proc)
-        rng = random.Random(0)
-        bodies = [announce_body(i, rng) for i in range(args.nodes)]
-        for b in bodies:
-            async with session.post(f"{url}/v1/nodes/announce", data=b, headers=headers) as r:
-                assert r.status == 200, await r.text()
+async def mixed(args: argparse.Namespace, url: str, pid: int) -> None:
+    """Announce, register, then run announcers and readers at once; print the figures."""
+    keys = node_keys(args.nodes)
+    ids = [k.node_id for k in keys]
+    async with new_session(args.nodes + args.readers) as session:
+        await announce_all(session, url, keys)
         regs = await asyncio.to_thread(
-            lambda: [
-                registration(f, args.chunks, args.nodes, args.replicas) for f in range(args.files)
-            ]
+            lambda: [registration(f, args.chunks, ids, args.replicas) for f in range(args.files)]
         )
-        file_ids = []
         t0 = time.perf_counter()
-        for reg in regs:
-            data = reg.model_dump_json().encode()
-            async with session.post(f"{url}/v1/files", data=data, headers=headers) as r:
-                assert r.status in {200, 201}, await r.text()
-            file_ids.append(reg.manifest.file_id)
+        await register_all(session, url, regs, keys[0], parallel=1)
         reg_time = time.perf_counter() - t0
         print(
             f"registered {len(regs)} files x {args.chunks} chunks x {args.replicas} replicas "
-            f"in {reg_time:.2f} s ({reg_time / len(regs) * 1000:.1f} ms each, sequential)"
+            f"in {reg_time:.2f} s ({reg_time / max(1, len(regs)) * 1000:.1f} ms each, "
+            "sequential, signed)"
         )
-
+        file_ids = [r.manifest.file_id for r in regs]
         if not args.cold:  # every file read once: the load then reads a warm catalogue
             for fid in file_ids:
-                async with session.get(f"{url}/v1/files/{fid}") as r:
-                    assert r.status == 200, await r.text()
+                async with session.get(f"{base_of(url)}/v1/files/{fid}") as r:
+                    r.raise_for_status()
 
         announces, reads = Tally(), Tally()
         start = time.perf_counter()
         measure_from = start + args.warmup
         stop_at = measure_from + args.duration
 
-        async def node_loop(i: int) -> None:
-            body = bodies[i]
-            while (now := time.perf_counter()) < stop_at:
-                try:
-                    async with session.post(
-                        f"{url}/v1/nodes/announce", data=body, headers=headers
-                    ) as r:
-                        await r.read()
-                        ok = r.status == 200
-                except aiohttp.ClientError:
-                    ok = False
-                done = time.perf_counter()
-                if now >= measure_from:
-                    if ok:
-                        announces.latencies.append(done - now)
-                    else:
-                        announces.errors += 1
-
-        async def reader_loop(seed: int) -> None:
-            pick = random.Random(seed)
-            while (now := time.perf_counter()) < stop_at:
-                fid = pick.choice(file_ids)
-                try:
-                    async with session.get(f"{url}/v1/files/{fid}") as r:
-                        await r.read()
-                        ok = r.status == 200
-                except aiohttp.ClientError:
-                    ok = False
-                done = time.perf_counter()
-                if now >= measure_from:
-                    if ok:
-                        reads.latencies.append(done - now)
-                    else:
-                        reads.errors += 1
-
         async def measure_cpu() -> tuple[float, float]:
             await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
-            before = cpu_seconds(proc.pid), time.perf_counter()
+            before = cpu_seconds(pid), time.perf_counter()
             await asyncio.sleep(max(0.0, stop_at - time.perf_counter()))
-            return cpu_seconds(proc.pid) - before[0], time.perf_counter() - before[1]
+            return cpu_seconds(pid) - before[0], time.perf_counter() - before[1]
 
         async with asyncio.TaskGroup() as tg:
             cpu_task = tg.create_task(measure_cpu())
-            for i in range(args.nodes):
-                tg.create_task(node_loop(i))
-            for j in range(args.readers):
-                tg.create_task(reader_loop(j))
-        cpu, wall = cpu_task.result()
-        print(
-            f"load: {args.nodes} announcing nodes + {args.readers} readers "
-            f"({'cold' if args.cold else 'warm'} detail cache), "
-            f"{args.duration:.0f} s measured after {args.warmup:.0f} s warm-up"
-        )
-        print(announces.line("announce", args.duration))
-        print(reads.line("detail", args.duration))
-        total = len(announces.latencies) + len(reads.latencies)
-        print(f"{'total':9s} {total / args.duration:8.0f} req/s")
-        if total:
-            print(
-                f"tracker process: {cpu / wall * 100:.0f}% of one core, "
-                f"{cpu / total * 1e6:.0f} us CPU per request"
+            tg.create_task(
+                closed_loop(
+                    p2pshare_announcers(session, url, keys), announces, measure_from, stop_at
+                )
             )
+            tg.create_task(
+                closed_loop(
+                    p2pshare_readers(session, url, file_ids, args.readers),
+                    reads,
+                    measure_from,
+                    stop_at,
+                )
+            )
+    cpu, wall = cpu_task.result()
+    scheme = "TLS" if url.startswith("https") else "plain http"
+    print(
+        f"load ({scheme}): {args.nodes} announcing nodes + {args.readers} readers "
+        f"({'cold' if args.cold else 'warm'} detail cache), "
+        f"{args.duration:.0f} s measured after {args.warmup:.0f} s warm-up"
+    )
+    print(announces.line("announce", args.duration))
+    print(reads.line("detail", args.duration))
+    total = len(announces.latencies) + len(reads.latencies)
+    print(f"{'total':9s} {total / args.duration:8.0f} req/s")
+    if total:
+        print(
+            f"tracker process: {cpu / wall * 100:.0f}% of one core, "
+            f"{cpu / total * 1e6:.0f} us CPU per request"
+        )
+
+
+def standalone(args: argparse.Namespace) -> None:
+    """Start a tracker with the test harness and run :func:`mixed` against it."""
+    sys.path.insert(0, str(HERE.parents[1]))  # the repo: the test harness
+    from tests.integration.network.cluster import Cluster
+
+    args.replicas = min(args.replicas, args.nodes)
+    with tempfile.TemporaryDirectory(prefix="tracker-bench-") as tmp:
+        c = Cluster(Path(tmp))
+        try:
+            extra = ("--no-tls",) if args.no_tls else ()
+            url = c.start_tracker("--heartbeat-interval", "30", "--audit-interval", "86400", *extra)
+            assert c.tracker is not None
+            asyncio.run(mixed(args, url, c.tracker.popen.pid))
+        finally:
+            c.close()
+        lines = (Path(tmp) / "tracker.log").read_text(errors="replace").splitlines()
+    for line in lines:
+        if "file detail cache" in line:
+            print("tracker:", line.split(": ", 1)[1])
+    if any("Traceback" in line or " ERROR " in line for line in lines):
+        print("tracker log:", *lines[-20:], sep="\n  ")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--url", help="load a running tracker instead (one kind of load)")
+    p.add_argument("--seconds", type=float, default=5.0, help="with --url: timed seconds")
+    p.add_argument("--concurrency", type=int, default=64, help="with --url: clients")
+    p.add_argument("--kind", choices=KINDS, default="announce")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="p2pshare")
+    p.add_argument("--ids", type=Path, help="with --url --kind detail: file ids, one a line")
+    p.add_argument("--info-hash", default=BENCH_INFO_HASH, help="with --protocol bittorrent")
+    p.add_argument("--seed", default="bench", help="with --url: seed of the nodes' keys")
+    p.add_argument("--json", action="store_true", help="with --url: print one JSON line")
+    p.add_argument("--cpu-pid", type=int, help="with --url: also report this process's CPU")
     p.add_argument("--nodes", type=int, default=64)
     p.add_argument("--readers", type=int, default=16)
     p.add_argument("--duration", type=float, default=10.0)
@@ -229,51 +542,35 @@ def main() -> None:
     p.add_argument("--files", type=int, default=200)
     p.add_argument("--chunks", type=int, default=16)
     p.add_argument("--replicas", type=int, default=3)
-    p.add_argument("--port", type=int, default=0, help="0: a free port")
+    p.add_argument("--no-tls", action="store_true", help="serve plain http (standalone)")
     p.add_argument(
         "--cold", action="store_true", help="do not read every file once before the load"
     )
     args = p.parse_args()
-    args.replicas = min(args.replicas, args.nodes)
-
-    port = args.port or free_port()
-    url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory(prefix="tracker-bench-") as tmp:
-        log = Path(tmp) / "tracker.log"
-        with log.open("wb") as log_fh:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "p2pshare",
-                    "tracker",
-                    "--port",
-                    str(port),
-                    "--data",
-                    str(Path(tmp) / "data"),
-                ],
-                stdout=log_fh,
-                stderr=subprocess.STDOUT,
-                env={
-                    **os.environ,
-                    "P2PSHARE_LOG_LEVEL": "INFO",
-                },
+    if args.url is None:
+        standalone(args)
+        return
+    ids = args.ids.read_text().split() if args.ids else ()
+    try:
+        result = asyncio.run(
+            run_load(
+                args.url,
+                kind=args.kind,
+                protocol=args.protocol,
+                seconds=args.seconds,
+                concurrency=args.concurrency,
+                ids=ids,
+                info_hash=args.info_hash,
+                seed=args.seed,
+                cpu_pid=args.cpu_pid,
             )
-        try:
-            asyncio.run(load(args, url, proc))
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        lines = log.read_text().splitlines()
-        for line in lines:
-            if "file detail cache" in line:
-                print("tracker:", line.split(": ", 1)[1])
-        if any("Traceback" in line or " ERROR " in line for line in lines):
-            print("tracker log:", *lines[-20:], sep="\n  ")
+        )
+    except (RuntimeError, ValueError, aiohttp.ClientError, OSError) as exc:
+        raise SystemExit(f"tracker_load: {exc}") from None
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{args.protocol} {args.kind}: " + ", ".join(f"{k} {v}" for k, v in result.items()))
 
 
 if __name__ == "__main__":

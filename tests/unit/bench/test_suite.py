@@ -1,0 +1,152 @@
+"""The pure parts of bench/suite.py: row names, the smoke check, the markdown table."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+SUITE = Path(__file__).resolve().parents[3] / "bench" / "suite.py"
+
+
+def _load() -> ModuleType:
+    saved = list(sys.path)
+    try:
+        spec = importlib.util.spec_from_file_location("bench_suite", SUITE)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    finally:
+        sys.path[:] = saved
+    return module
+
+
+suite = _load()
+
+
+def smoke_plan() -> Any:
+    args = argparse.Namespace(smoke=True, only=None, size=None, rounds=None, no_anchors=True)
+    return suite.make_plan(args)
+
+
+def row(name: str, value: float = 10.0, **extra: Any) -> dict[str, Any]:
+    return {
+        "workload": name,
+        "unit": "MB/s",
+        "ours": value,
+        "runs": [value],
+        "anchors": {},
+        "limit": None,
+        **extra,
+    }
+
+
+def complete_doc() -> dict[str, Any]:
+    names = [
+        "limit-tcp",
+        "limit-sha256",
+        "limit-disk",
+        "download-1",
+        "download-3",
+        "upload",
+        "memory",
+        "scaling-16m",
+        "scaling-32m",
+        "scaling-files-100",
+        "scaling-files-1000",
+    ]
+    rows = [row(n) for n in names]
+    rows.append(row("tracker", 900.0, p50_ms=50.0, p99_ms=200.0))
+    return {"machine": {}, "rows": rows}
+
+
+def test_a_complete_smoke_document_passes() -> None:
+    assert suite.check(complete_doc(), smoke_plan()) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        (lambda d: d["rows"].pop(0), "no row limit-tcp"),
+        (lambda d: d["rows"][3].update(ours=0.0), "download-1: ours is 0.0"),
+        (lambda d: d["rows"][3].update(ours=None), "download-1: ours is None"),
+        (lambda d: d["rows"][4].update(runs=[5.0, 0]), "download-3: runs"),
+        (lambda d: d["rows"][5].update(runs=[]), "upload: runs"),
+        (lambda d: d["rows"][3].update(anchors={"aria2c": 0}), "anchor aria2c"),
+        (lambda d: d["rows"][3].update(limit={"name": "sha256", "value": None}), "limit"),
+        (lambda d: d["rows"][-1].update(p99_ms=None), "tracker: p50/p99"),
+        (lambda d: d["rows"][6].update(error="RuntimeError: boom"), "memory: RuntimeError"),
+    ],
+)
+def test_the_smoke_check_fails_on_a_missing_or_non_positive_number(
+    change: Any, needle: str
+) -> None:
+    doc = copy.deepcopy(complete_doc())
+    change(doc)
+    problems = suite.check(doc, smoke_plan())
+    assert any(needle in p for p in problems), problems
+
+
+def test_a_failed_anchor_is_null_and_does_not_fail_the_check() -> None:
+    doc = complete_doc()
+    doc["rows"][3]["anchors"] = {"libtorrent": None, "aria2c": 300.0}
+    assert suite.check(doc, smoke_plan()) == []
+
+
+def test_row_names_and_order() -> None:
+    assert [suite.size_tag(n) for n in (64 << 20, 512 << 20, 4 << 30)] == ["64m", "512m", "4g"]
+    assert [suite.count_tag(n) for n in (100, 1000, 10_000, 100_000)] == [
+        "100",
+        "1000",
+        "10k",
+        "100k",
+    ]
+    names = ["scaling-files-100k", "scaling-4g", "tracker", "scaling-64m", "limit-tcp"]
+    names += ["scaling-files-100", "scaling-512m", "scaling-files-10k"]
+    assert sorted(names, key=suite.sort_key) == [
+        "limit-tcp",
+        "tracker",
+        "scaling-64m",
+        "scaling-512m",
+        "scaling-4g",
+        "scaling-files-100",
+        "scaling-files-10k",
+        "scaling-files-100k",
+    ]
+
+
+def test_the_table_shows_ratios_and_targets() -> None:
+    doc = complete_doc()
+    doc["rows"][3].update(
+        ours=100.0,
+        anchors={"libtorrent": 400.0, "aria2c": None},
+        limit={"name": "sha256", "value": 1000.0},
+    )
+    doc["rows"][6].update(unit="MiB", targets={"every node < 150 MiB": False})
+    doc["machine"] = {
+        "date": "2030-01-01T00:00:00Z",
+        "cpu": "cpu",
+        "cores": 2,
+        "ram": "24 GiB",
+        "kernel": "6",
+        "python": "3.11",
+        "packages": {"p2pshare": "0.1.0"},
+    }
+    doc["settings"] = {
+        "rounds": 3,
+        "warmup": True,
+        "size": 1 << 30,
+        "total_seconds": 1000.0,
+        "smoke": False,
+    }
+    md = suite.markdown(doc)
+    assert "libtorrent 400 (x0.25), aria2c failed" in md
+    assert "sha256 1,000 (x0.10)" in md
+    assert "every node < 150 MiB: NOT met" in md
