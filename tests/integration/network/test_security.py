@@ -104,20 +104,26 @@ def _holder_url(net: Cluster, name: str, path: str) -> str:
     return plain(net.nodes[name].address, path)
 
 
-def _reserve(net: Cluster, holder: str, label: str, nbytes: int = 4096) -> str:
-    body = json.dumps(
-        {"requester": keys(label).node_id, "upload_id": "u1", "nbytes": nbytes, "ttl": 60}
-    ).encode()
-    r = httpx.post(
+def _ask_reservation(
+    net: Cluster, holder: str, signer: str, requester: str | None = None
+) -> httpx.Response:
+    """POST a reservation signed by test node ``signer`` in ``requester``'s name (its own)."""
+    who = keys(requester or signer).node_id
+    body = json.dumps({"requester": who, "upload_id": "u1", "nbytes": 4096, "ttl": 60}).encode()
+    return httpx.post(
         _holder_url(net, holder, "/v1/reservations"),
         content=body,
         headers={
             "Content-Type": "application/json",
-            **signed("POST", "/v1/reservations", body, label),
+            **signed("POST", "/v1/reservations", body, signer),
         },
         verify=False,
         timeout=10,
     )
+
+
+def _reserve(net: Cluster, holder: str, label: str) -> str:
+    r = _ask_reservation(net, holder, label)
     assert r.status_code == 201, r.text
     return str(r.json()["reservation_id"])
 
@@ -153,19 +159,7 @@ def test_a_push_needs_the_pushers_own_reservation(net: Cluster) -> None:
     r = _put(net, "n2", data, mine, "mallory")
     assert r.status_code == 403 and "not issued to" in r.json()["detail"], r.text
     # a reservation requested in someone else's name is refused too
-    body = json.dumps(
-        {"requester": keys("alice").node_id, "upload_id": "u2", "nbytes": 10, "ttl": 60}
-    ).encode()
-    r = httpx.post(
-        _holder_url(net, "n2", "/v1/reservations"),
-        content=body,
-        headers={
-            "Content-Type": "application/json",
-            **signed("POST", "/v1/reservations", body, "mallory"),
-        },
-        verify=False,
-        timeout=10,
-    )
+    r = _ask_reservation(net, "n2", "mallory", requester="alice")
     assert r.status_code == 403, r.text
     # nothing changed at the holder
     assert not n2.chunk_path(cid).exists()
