@@ -34,6 +34,12 @@ CONTROL_TIMEOUT = aiohttp.ClientTimeout(total=15, sock_connect=5)
 """For small JSON requests: the whole exchange within 15 s."""
 TRANSFER_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=30)
 """For chunk bodies: no total (a chunk may be large), but 30 s of silence ends it."""
+PROBLEM_LIMIT = 64 * 1024
+"""Most bytes of an error answer read."""
+PIN_MISMATCH = (
+    "its TLS certificate does not match the pinned fingerprint (not the node it claims to be): "
+    "refused"
+)
 MAX_JSON_RESPONSE = 128 * 2**20
 """Largest JSON answer read (a file detail of 2^20 chunks is about 100 MB)."""
 
@@ -116,17 +122,24 @@ async def raise_for_problem(resp: aiohttp.ClientResponse, where: str) -> None:
     """Raise the error a non-2xx response stands for; return for a 2xx one."""
     if resp.status < 300:
         return
-    body = await resp.content.read(64 * 1024)
-    if resp.content_type in (PROBLEM_JSON, "application/json"):
+    body = await resp.content.read(PROBLEM_LIMIT)
+    raise problem_error(resp.status, resp.content_type, body, resp.reason, where)
+
+
+def problem_error(
+    status: int, content_type: str, body: bytes, reason: str | None, where: str
+) -> P2PShareError:
+    """Return the error a non-2xx answer stands for (our error tree for a problem document)."""
+    if content_type.partition(";")[0].strip() in (PROBLEM_JSON, "application/json"):
         try:
             problem = Problem.model_validate_json(body)
         except ValidationError:
             pass
         else:
-            raise error_from_problem(problem, where=where)
+            return error_from_problem(problem, where=where)
     text = body.decode("utf-8", "replace").strip().splitlines()
-    first = text[0][:200] if text else resp.reason
-    raise RemoteError(f"{where}: HTTP {resp.status}: {first}")
+    first = text[0][:200] if text else reason
+    return RemoteError(f"{where}: HTTP {status}: {first}")
 
 
 @asynccontextmanager
@@ -139,10 +152,7 @@ async def mapped_errors(where: str) -> AsyncIterator[None]:
     except TimeoutError:
         raise Unavailable(f"{where}: no answer in time") from None
     except aiohttp.ServerFingerprintMismatch:
-        raise Unavailable(
-            f"{where}: its TLS certificate does not match the pinned fingerprint "
-            "(not the node it claims to be): refused"
-        ) from None
+        raise Unavailable(f"{where}: {PIN_MISMATCH}") from None
     except aiohttp.ClientConnectorCertificateError as exc:
         raise Unavailable(f"{where}: TLS certificate refused ({exc.certificate_error})") from None
     except aiohttp.ClientConnectorError as exc:

@@ -9,6 +9,7 @@ direction is shared by everything the node sends (chunks served, chunks pushed) 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import TypeAlias
@@ -25,24 +26,31 @@ class RateLimiter:
     def __init__(self, rate: int | None) -> None:
         self.rate = rate
         self._bucket = TokenBucket(rate, max(PIECE, rate / 4), time.monotonic()) if rate else None
+        self._lock = threading.Lock()  # worker threads spend too (node/streams.py)
+
+    def _take(self, n: int) -> float:
+        assert self._bucket is not None
+        with self._lock:
+            return self._bucket.take(n, time.monotonic())
 
     async def spend(self, n: int) -> None:
         """Wait until ``n`` more bytes may be sent or received."""
         if self._bucket is None:
             return
-        wait = self._bucket.take(n, time.monotonic())
+        wait = self._take(n)
         if wait > 0:
             await asyncio.sleep(wait)
+
+    def spend_blocking(self, n: int) -> None:
+        """:meth:`spend` for a worker thread: sleeps the thread, not the event loop."""
+        if self._bucket is None:
+            return
+        wait = self._take(n)
+        if wait > 0:
+            time.sleep(wait)
 
     async def paced(self, pieces: AsyncIterable[Piece]) -> AsyncIterator[Piece]:
         """Yield ``pieces``, each once the limit lets it through."""
         async for piece in pieces:
             await self.spend(len(piece))
             yield piece
-
-
-async def pieces_of(data: bytes, size: int = PIECE) -> AsyncIterator[memoryview]:
-    """Yield ``data`` in pieces of ``size`` bytes (views, no copies)."""
-    view = memoryview(data)
-    for start in range(0, len(view), size):
-        yield view[start : start + size]

@@ -157,6 +157,11 @@ class ChunkReader(abc.ABC):
         """Return the next piece, or ``b""`` at the end."""
 
     @abc.abstractmethod
+    def read_into(self, into: memoryview) -> int:
+        """Blocking, for a worker thread: read the next bytes into ``into``; return how many
+        (0 at the end). Use either this or ``async for``, not both on one reader."""
+
+    @abc.abstractmethod
     async def _close(self) -> None:
         """Release the underlying resource."""
 

@@ -13,15 +13,27 @@ and nothing else in the package touches chunk files. The layout of a data direct
 A write goes to a temp file with a unique name in the chunk's own directory, is hashed as it is
 written, fsynced, renamed over the final name, and the directory is fsynced: after a crash a
 chunk is either whole under its name or absent, and the temp file is swept by the next open.
+
+Bulk bytes are written with direct I/O (``O_DIRECT``) where the filesystem allows it: they go
+from a reused, page-aligned staging buffer to the disk without passing through the page cache.
+Chunks are cold data once written, and filling the page cache costs CPU: measured here, about
+2.9 CPU seconds per GiB written through the cache against 0.04 direct (a VM whose fresh pages
+are expensive; docs/performance.md). Where direct I/O is refused (tmpfs, some network
+filesystems) the same calls write through the cache.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
+import mmap
 import os
+import threading
 import uuid
 from pathlib import Path
+from typing import Any
 
 from p2pshare.core.ids import is_valid_id
 
@@ -29,6 +41,13 @@ CHUNKS_DIR = "chunks"
 QUARANTINE_DIR = "quarantine"
 TMP_SUFFIX = ".tmp"
 HASH_PIECE = 1024 * 1024
+BLOCK = 4096
+"""Alignment of direct I/O offsets, lengths and buffers (the page size; a multiple of every
+disk's logical block)."""
+STAGE_SIZE = 1 << 20
+"""Bytes of one staging buffer: a direct write or read moves at most this much."""
+STAGES_KEPT = 8
+"""Staging buffers kept for reuse; more are made when needed and unmapped after use."""
 
 
 def chunk_path(root: Path, chunk_id: str) -> Path:
@@ -49,6 +68,157 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class _Stages:
+    """Page-aligned buffers for direct I/O, reused (a fresh mapping costs a page fault per
+    page), at most :data:`STAGES_KEPT` kept."""
+
+    def __init__(self) -> None:
+        self._free: list[mmap.mmap] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> mmap.mmap:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        return mmap.mmap(-1, STAGE_SIZE)
+
+    def give(self, stage: mmap.mmap) -> None:
+        with self._lock:
+            if len(self._free) < STAGES_KEPT:
+                self._free.append(stage)
+                return
+        stage.close()
+
+
+_STAGES = _Stages()
+
+
+def try_direct(fd: int) -> bool:
+    """Switch ``fd`` to direct I/O; return False (``fd`` unchanged) where it is refused."""
+    try:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT)
+    except OSError:
+        return False
+    return True
+
+
+def _buffered(fd: int) -> None:
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+
+
+def _padded(n: int) -> int:
+    return -(-n // BLOCK) * BLOCK
+
+
+def _pwrite_full(fd: int, data: memoryview, offset: int) -> None:
+    done = 0
+    while done < len(data):
+        done += os.pwrite(fd, data[done:], offset + done)
+
+
+class BlockFile:
+    """Writes and reads bytes at block-aligned offsets of one open file: by direct I/O through
+    a staging buffer when ``fd`` is in direct mode, plainly otherwise.
+
+    A piece that ends the file (``end_of_file``) is padded to a block for the disk, and the file
+    is then cut back to its size. A direct write the kernel refuses (``EINVAL``) switches the
+    descriptor back to the page cache and is written again there. Thread-safe for writes to
+    different offsets; call :meth:`close` to give the staging buffers back.
+    """
+
+    def __init__(self, fd: int, *, direct: bool) -> None:
+        self.fd = fd
+        self.direct = direct
+
+    def write_at(self, data: Any, offset: int, *, end_of_file: bool = False) -> None:
+        """Write ``data`` (any bytes-like) at ``offset`` (a multiple of :data:`BLOCK` when
+        direct)."""
+        view = memoryview(data).cast("B")
+        if not self.direct:
+            _pwrite_full(self.fd, view, offset)
+            return
+        stage = _STAGES.take()
+        try:
+            with memoryview(stage) as staged:
+                for start in range(0, len(view), STAGE_SIZE):
+                    piece = view[start : start + STAGE_SIZE]
+                    staged[: len(piece)] = piece
+                    last = end_of_file and start + STAGE_SIZE >= len(view)
+                    self.write_staged(staged, len(piece), offset + start, end_of_file=last)
+        finally:
+            _STAGES.give(stage)
+
+    def write_staged(
+        self, staged: memoryview, n: int, offset: int, *, end_of_file: bool = False
+    ) -> None:
+        """Write the first ``n`` bytes of ``staged`` (a staging buffer's view; the bytes past
+        ``n`` up to the next block are overwritten with zeros) at ``offset``."""
+        if not self.direct:
+            _pwrite_full(self.fd, staged[:n], offset)
+            return
+        length = _padded(n)
+        staged[n:length] = bytes(length - n)
+        try:
+            _pwrite_full(self.fd, staged[:length], offset)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            self.direct = False  # refused after all: through the page cache from here on
+            _buffered(self.fd)
+            _pwrite_full(self.fd, staged[:n], offset)
+            return
+        if end_of_file and length != n:
+            os.ftruncate(self.fd, offset + n)
+
+    def read_into(self, into: memoryview, offset: int) -> int:
+        """Read up to ``len(into)`` bytes at ``offset``; return how many (fewer at the end of
+        the file)."""
+        if not self.direct:
+            return os.preadv(self.fd, [into], offset)
+        stage = _STAGES.take()
+        done = 0
+        try:
+            with memoryview(stage) as staged:
+                while done < len(into):
+                    want = min(STAGE_SIZE, len(into) - done)
+                    got = max(0, os.preadv(self.fd, [staged[: _padded(want)]], offset + done))
+                    n = min(got, want)
+                    into[done : done + n] = staged[:n]
+                    done += n
+                    if n < want:
+                        break
+        finally:
+            _STAGES.give(stage)
+        return done
+
+    def hash_range(self, digest: Any, offset: int, end: int) -> None:
+        """Feed bytes ``offset`` to ``end`` of the file into ``digest``: direct reads through a
+        staging buffer when direct (nothing enters the page cache), plain reads otherwise."""
+        if not self.direct:
+            while offset < end:
+                piece = os.pread(self.fd, min(4 * STAGE_SIZE, end - offset), offset)
+                if not piece:
+                    raise OSError(errno.EIO, f"the file ends at {offset} bytes, before {end}")
+                digest.update(piece)
+                offset += len(piece)
+            return
+        stage = _STAGES.take()
+        try:
+            with memoryview(stage) as staged:
+                while offset < end:
+                    want = min(STAGE_SIZE, end - offset)
+                    got = os.preadv(self.fd, [staged[: _padded(want)]], offset)
+                    if got < want:  # a regular file reads short only at its end
+                        at = offset + max(got, 0)
+                        raise OSError(errno.EIO, f"the file ends at {at} bytes, before {end}")
+                    digest.update(staged[:want])
+                    offset += want
+        finally:
+            _STAGES.give(stage)
 
 
 def temp_chunk_id(name: str) -> str | None:
@@ -179,6 +349,10 @@ class AtomicWriter:
         self._hash = hashlib.sha256() if hashing else None
         self._durable = durable
         self._fd = -1
+        self._out: BlockFile | None = None
+        self._stage: mmap.mmap | None = None  # the bytes not yet written (direct mode)
+        self._staged = 0
+        self._written = 0
 
     def start(self) -> None:
         """Create the fan-out directory when needed and the temp file."""
@@ -188,20 +362,50 @@ class AtomicWriter:
                 fanout.mkdir()
                 fsync_dir(fanout.parent)
         self._fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        self._out = BlockFile(self._fd, direct=try_direct(self._fd))
+        if self._out.direct:
+            self._stage = _STAGES.take()
 
-    def write(self, piece: bytes) -> None:
-        """Hash ``piece`` (unless made with ``hashing=False``) and append it to the temp file."""
+    def write(self, piece: bytes | bytearray | memoryview) -> None:
+        """Hash ``piece`` (unless made with ``hashing=False``) and append it to the temp file
+        (in direct mode, a staging buffer's worth at a time)."""
         if self._hash is not None:
             self._hash.update(piece)
-        view = memoryview(piece)
+        assert self._out is not None
+        view = memoryview(piece).cast("B")
+        if self._stage is None:
+            self._out.write_at(view, self._written)
+            self._written += len(view)
+            return
         while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+            n = min(len(view), STAGE_SIZE - self._staged)
+            with memoryview(self._stage) as staged:
+                staged[self._staged : self._staged + n] = view[:n]
+            self._staged += n
+            view = view[n:]
+            if self._staged == STAGE_SIZE:
+                self._flush_stage()
+
+    def _flush_stage(self, *, last: bool = False) -> None:
+        if self._stage is None or not self._staged:
+            return
+        assert self._out is not None
+        with memoryview(self._stage) as staged:
+            self._out.write_staged(staged, self._staged, self._written, end_of_file=last)
+        self._written += self._staged
+        self._staged = 0
+
+    def _release_stage(self) -> None:
+        if self._stage is not None:
+            stage, self._stage = self._stage, None
+            _STAGES.give(stage)
 
     def finish(self) -> str:
         """Flush the data to disk, close the temp file and return the SHA-256 hex of the bytes
         ("" when made with ``hashing=False``). With ``durable=False`` nothing is flushed: the
         kernel writes the bytes back when it likes (a cache copy, see ChunkStore.put)."""
+        self._flush_stage(last=True)
+        self._release_stage()
         if self._durable:
             os.fsync(self._fd)
         fd, self._fd = self._fd, -1
@@ -217,6 +421,7 @@ class AtomicWriter:
 
     def discard(self) -> None:
         """Close and delete the temp file, if any (never raises for a missing file)."""
+        self._release_stage()
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
             os.close(fd)

@@ -218,11 +218,21 @@ class _FileReader(ChunkReader):
     def __init__(self, chunk_id: str, size: int, fd: int) -> None:
         super().__init__(chunk_id, size)
         self._fd = fd
+        self._blocks: diskio.BlockFile | None = None
+        self._offset = 0
         # A reader dropped without aclose() still gives its descriptor back when collected.
         self._finalizer = weakref.finalize(self, os.close, fd)
 
     async def _read_piece(self) -> bytes:
         return await asyncio.to_thread(os.read, self._fd, READ_PIECE)
+
+    def read_into(self, into: memoryview) -> int:
+        # by direct I/O where allowed: a chunk pushed to holders does not fill the page cache
+        if self._blocks is None:
+            self._blocks = diskio.BlockFile(self._fd, direct=diskio.try_direct(self._fd))
+        n = self._blocks.read_into(into, self._offset)
+        self._offset += n
+        return n
 
     async def _close(self) -> None:
         self._finalizer.detach()

@@ -123,5 +123,11 @@ class _MemoryReader(ChunkReader):
         self._offset += len(piece)
         return piece
 
+    def read_into(self, into: memoryview) -> int:
+        piece = self._view[self._offset : self._offset + len(into)]
+        into[: len(piece)] = piece
+        self._offset += len(piece)
+        return len(piece)
+
     async def _close(self) -> None:
         self._view.release()

@@ -23,7 +23,6 @@ import os
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 from p2pshare.core.chunking import ChunkPlan
 from p2pshare.core.errors import (
@@ -53,6 +52,7 @@ from p2pshare.core.node_messages import (
     transfer_result,
 )
 from p2pshare.core.scheduler import ChunkSource, DownloadScheduler, FailureKind
+from p2pshare.storage.diskio import BlockFile, try_direct
 from p2pshare.transfer.context import NodeContext
 from p2pshare.transfer.privacy import decrypt_file, opened, shown
 from p2pshare.transfer.progress import Transfer
@@ -61,7 +61,6 @@ from p2pshare.transfer.records import JsonLines
 log = logging.getLogger(__name__)
 
 REPORT_ATTEMPTS = 3
-HASH_PIECE = 4 << 20
 SWARM_PERIOD = 2.0
 """Seconds between reports of chunks held and looks for new sources while fetching."""
 
@@ -108,12 +107,18 @@ def _open_part(part: Path, size: int) -> int:
     return fd
 
 
-def _pwrite_all(fd: int, data: bytes | bytearray | memoryview, offsets: list[int]) -> None:
-    view = memoryview(data)
+def _open_writer(part: Path) -> BlockFile:
+    """Open the part file again for the chunk writes and the whole-file hash: direct I/O where
+    the filesystem allows (storage/diskio.py), so the file does not fill the page cache."""
+    fd = os.open(part, os.O_RDWR | os.O_CLOEXEC)
+    return BlockFile(fd, direct=try_direct(fd))
+
+
+def _write_all(
+    out: BlockFile, data: bytes | bytearray | memoryview, offsets: list[int], size: int
+) -> None:
     for offset in offsets:
-        done = 0
-        while done < len(view):
-            done += os.pwrite(fd, view[done:], offset + done)
+        out.write_at(data, offset, end_of_file=offset + len(data) == size)
 
 
 def _verify_written(fd: int, offset: int, length: int, chunk_id: str) -> bool:
@@ -121,26 +126,16 @@ def _verify_written(fd: int, offset: int, length: int, chunk_id: str) -> bool:
     return len(data) == length and hash_chunk(data) == chunk_id
 
 
-def _hash_span(digest: Any, fd: int, offset: int, end: int) -> None:
-    """Feed bytes ``offset`` to ``end`` of the file at ``fd`` into ``digest`` (worker thread)."""
-    while offset < end:
-        piece = os.pread(fd, min(HASH_PIECE, end - offset), offset)
-        if not piece:
-            raise IntegrityError(f"the part file ends at {offset} bytes, before {end}")
-        digest.update(piece)
-        offset += len(piece)
-
-
 class _InOrderHash:
     """The SHA-256 of the whole file, computed in file order while later chunks still arrive.
 
     Chunks land in any order; each time the written prefix grows, the new part is read back
-    (from the page cache, in a worker thread) and hashed, so the whole-file check costs no
+    (in a worker thread) and hashed, so the whole-file check costs no
     extra pass at the end. Memory: one read piece.
     """
 
-    def __init__(self, fd: int, plan: ChunkPlan) -> None:
-        self._fd = fd
+    def __init__(self, out: BlockFile, plan: ChunkPlan) -> None:
+        self._out = out
         self._plan = plan
         self._written = [False] * plan.count
         self._next = 0
@@ -165,7 +160,10 @@ class _InOrderHash:
             while self._next < n and self._written[self._next]:
                 self._next += 1
             end = self._plan.span(self._next - 1).offset + self._plan.span(self._next - 1).length
-            await asyncio.to_thread(_hash_span, self._digest, self._fd, start, end)
+            try:
+                await asyncio.to_thread(self._out.hash_range, self._digest, start, end)
+            except OSError as exc:
+                raise IntegrityError(f"cannot read the part file back: {exc.strerror}") from None
         return self._digest.hexdigest()
 
 
@@ -217,17 +215,18 @@ async def download(ctx: NodeContext, req: DownloadRequest, t: Transfer) -> Trans
 
     await ctx.tracker.leecher(manifest.file_id, LeecherUpdate(node_id=me, state="started"))
     fd = await asyncio.to_thread(_open_part, part, manifest.size)
+    writer = await asyncio.to_thread(_open_writer, part)
     record, entries = await asyncio.to_thread(JsonLines.open, record_path)
     kept = _Held()
     served: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # holder -> [chunks, bytes]
-    whole = _InOrderHash(fd, plan)
+    whole = _InOrderHash(writer, plan)
     hashing = asyncio.create_task(whole.run(), name="whole-file-hash")
     try:
         t.move("fetching", f"fetching {len(sources)} chunks")
         t.set_total(manifest.size)
-        await _resume(ctx, t, sched, fd, entries, indices, sizes, plan, record, kept, whole)
+        await _resume(ctx, t, sched, fd, writer, entries, indices, sizes, plan, record, kept, whole)
         await _fetch_all(
-            ctx, t, sched, fd, addresses, indices, sizes, plan, record, kept, served, whole
+            ctx, t, sched, writer, addresses, indices, sizes, plan, record, kept, served, whole
         )
 
         t.move("verifying", "checking the whole file")
@@ -251,10 +250,12 @@ async def download(ctx: NodeContext, req: DownloadRequest, t: Transfer) -> Trans
         with contextlib.suppress(BaseException):
             await hashing  # its thread is done with the descriptor before it is closed
         await asyncio.to_thread(os.close, fd)
+        await asyncio.to_thread(os.close, writer.fd)
         await asyncio.to_thread(record.close)
         await _leecher_stopped(ctx, manifest.file_id)
         raise
     await asyncio.to_thread(os.close, fd)
+    await asyncio.to_thread(os.close, writer.fd)
     await asyncio.to_thread(record.remove)
 
     await _after(ctx, manifest.file_id, manifest.size, served, addresses, kept, t)
@@ -274,6 +275,7 @@ async def _resume(
     t: Transfer,
     sched: DownloadScheduler,
     fd: int,
+    writer: BlockFile,
     entries: list[dict[str, object]],
     indices: dict[str, list[int]],
     sizes: dict[str, int],
@@ -291,10 +293,10 @@ async def _resume(
         ):
             if len(offsets) > 1:
                 data = await asyncio.to_thread(os.pread, fd, sizes[cid], offsets[0])
-                await asyncio.to_thread(_pwrite_all, fd, data, offsets[1:])
+                await asyncio.to_thread(_write_all, writer, data, offsets[1:], plan.size)
         elif await ctx.store.has(cid):
             data = await ctx.store.read(cid)
-            await asyncio.to_thread(_pwrite_all, fd, data, offsets)
+            await asyncio.to_thread(_write_all, writer, data, offsets, plan.size)
             await asyncio.to_thread(record.append, [{"chunk": cid}])
             kept.add(cid)
         else:
@@ -358,7 +360,7 @@ async def _fetch_all(
     ctx: NodeContext,
     t: Transfer,
     sched: DownloadScheduler,
-    fd: int,
+    writer: BlockFile,
     addresses: dict[str, str],
     indices: dict[str, list[int]],
     sizes: dict[str, int],
@@ -388,8 +390,9 @@ async def _fetch_all(
     async def fetch_and_write(cid: str, holder: str, buf: bytearray) -> None:
         kind: FailureKind | None = None
         try:
-            data = await ctx.peers.get_chunk(addresses[holder], cid, sizes[cid], into=buf)
-            if await asyncio.to_thread(hash_chunk, data) != cid:
+            fetched = await ctx.peers.get_chunk(addresses[holder], cid, sizes[cid], into=buf)
+            data = fetched.data
+            if fetched.sha256 != cid:
                 kind = "bad-hash"
                 log.warning("holder %s sent bad bytes for chunk %s", holder, cid)
         except P2PShareError as exc:
@@ -411,7 +414,7 @@ async def _fetch_all(
                 task.cancel()
         wake.set()
         offsets = [plan.span(i).offset for i in indices[cid]]
-        await asyncio.to_thread(_pwrite_all, fd, data, offsets)
+        await asyncio.to_thread(_write_all, writer, data, offsets, plan.size)
         whole.mark(indices[cid])
         await asyncio.to_thread(record.append, [{"chunk": cid}])
         try:

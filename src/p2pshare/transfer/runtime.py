@@ -30,6 +30,7 @@ from p2pshare.node.identity import NodeIdentity
 from p2pshare.node.limits import RateLimiter
 from p2pshare.node.peer_client import PeerClient
 from p2pshare.node.problems import problems_middleware
+from p2pshare.node.streams import StreamPool
 from p2pshare.node.tracker_client import TrackerClient
 from p2pshare.security.keys import load_or_create_identity, server_context
 from p2pshare.security.signing import ReplayGuard
@@ -147,7 +148,12 @@ async def run_node(
     runners: list[web.AppRunner] = []
     runtime_file = opts.data_dir / RUNTIME_FILE
     try:
-        async with new_session() as session:
+        up_limit = RateLimiter(opts.max_upload_rate)
+        down_limit = RateLimiter(opts.max_download_rate)
+        async with (
+            new_session() as session,
+            StreamPool(download=down_limit, upload=up_limit) as streams,
+        ):
             tracker = TrackerClient(session, opts.tracker_url, signer=keys)
             reporter = ServedReporter(tracker, node_id)
 
@@ -159,8 +165,6 @@ async def run_node(
             peer_api.add_routes(peer_app)
             peer_app[peer_api.STORE] = store
             peer_app[peer_api.REPLAYS] = ReplayGuard()
-            up_limit = RateLimiter(opts.max_upload_rate)
-            down_limit = RateLimiter(opts.max_download_rate)
             peer_app[peer_api.UPLOAD_LIMIT] = up_limit
             peer_app[peer_api.DOWNLOAD_LIMIT] = down_limit
             peer_app[peer_api.SERVING] = asyncio.Semaphore(opts.max_peers_served)
@@ -178,7 +182,7 @@ async def run_node(
                 store=store,
                 identity=identity,
                 tracker=tracker,
-                peers=PeerClient(session, signer=keys, upload=up_limit, download=down_limit),
+                peers=PeerClient(session, streams, signer=keys),
                 data_dir=opts.data_dir,
                 chunk_size=opts.chunk_size,
                 encrypt=opts.encrypt,

@@ -18,6 +18,7 @@ from p2pshare.core.ids import chunk_id as hash_chunk
 from p2pshare.core.links import parse_link
 from p2pshare.node.http import new_session
 from p2pshare.node.peer_client import PeerClient
+from p2pshare.node.streams import StreamPool
 from p2pshare.security.signing import sign_request
 from tests.integration.network.cluster import Cluster, cluster, plain, sha256
 from tests.integration.tracker.support import keys, signed
@@ -183,8 +184,8 @@ def test_a_node_whose_certificate_is_not_the_pinned_one_is_refused(net: Cluster)
     forged = n2.address.partition("#")[0] + "#" + n3.address.partition("#")[2]
 
     async def fetch(address: str) -> None:
-        async with new_session() as session:
-            await PeerClient(session).get_chunk(address, "0" * 64, 1)
+        async with new_session() as session, StreamPool() as streams:
+            await PeerClient(session, streams).get_chunk(address, "0" * 64, 1)
 
     with pytest.raises(Unavailable, match="does not match the pinned fingerprint"):
         asyncio.run(fetch(forged))

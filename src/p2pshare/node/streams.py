@@ -1,0 +1,381 @@
+"""Chunk bodies over blocking sockets in worker threads: :class:`StreamPool`.
+
+A chunk is megabytes; on the event loop each socket read of it is a callback, a TLS record
+decrypted on the loop's thread and a copy out of a stream buffer, and a downloading node spent
+most of one core on that. Here a worker thread reads the body straight into the caller's buffer
+(``recv_into``) and hashes it as it lands. Socket reads, TLS decryption and SHA-256 all release
+the GIL, so the work of several chunks runs on several cores at once while the loop stays free.
+
+Connections are kept alive per address and reused (a few idle ones per address, dropped after
+:data:`IDLE_SECONDS`). Every request has a connect timeout and a read timeout (silence), like
+the aiohttp calls of :mod:`p2pshare.node.http`; a request that was waiting is aborted by
+shutting its socket, so a cancelled fetch frees its thread at once. A reused connection that
+the other side had closed meanwhile is retried once on a fresh one (GET only).
+
+Addresses carry their certificate pin (:func:`p2pshare.node.http.prepare` checks the form);
+the certificate a TLS connection presents is compared with it before the request is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import http.client
+import select
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol, Self, TypeAlias, TypeVar
+
+from p2pshare.core.errors import P2PShareError, RemoteError, Unavailable
+from p2pshare.node.http import (
+    PIN_MISMATCH,
+    PROBLEM_LIMIT,
+    address_pin,
+    prepare,
+    problem_error,
+    url_of,
+)
+from p2pshare.node.limits import RateLimiter
+
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 30.0
+"""Seconds of silence that end a request (aiohttp's ``sock_read`` in :mod:`.http`)."""
+IDLE_SECONDS = 20.0
+"""A kept-alive connection unused this long is closed rather than reused."""
+IDLE_PER_ADDRESS = 16
+READ_PIECE = 1 << 20
+"""Bytes read (and hashed) per step: the hash runs on bytes still in the CPU's cache."""
+
+
+T = TypeVar("T")
+
+
+class BlockingSource(Protocol):
+    """Bytes read a piece at a time in a worker thread (a chunk store reader is one)."""
+
+    def read_into(self, into: memoryview) -> int: ...
+
+
+Source: TypeAlias = bytes | bytearray | memoryview | BlockingSource
+
+
+def _client_context() -> ssl.SSLContext:
+    # the certificate is self-signed: it is checked against the address's pin instead
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A chunk body read into the caller's buffer, and the SHA-256 (hex) of those bytes."""
+
+    data: memoryview
+    sha256: str
+
+
+@dataclass
+class _Job:
+    """One request in a worker thread; :meth:`abort` ends it from the event loop's thread."""
+
+    conn: http.client.HTTPConnection | None = None
+    aborted: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def attach(self, conn: http.client.HTTPConnection) -> None:
+        with self.lock:
+            if self.aborted:
+                conn.close()
+                raise Unavailable("request cancelled")
+            self.conn = conn
+
+    def abort(self) -> None:
+        with self.lock:
+            self.aborted = True
+            sock = self.conn.sock if self.conn is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class StreamPool:
+    """Worker threads and kept-alive connections that move chunk bodies (see the module doc).
+
+    ``workers`` bounds the requests running at once (more wait for a thread). Call
+    :meth:`close` when done.
+    """
+
+    def __init__(
+        self,
+        *,
+        workers: int = 16,
+        download: RateLimiter | None = None,
+        upload: RateLimiter | None = None,
+    ) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chunk-io")
+        self._down = download or RateLimiter(None)
+        self._up = upload or RateLimiter(None)
+        self._tls = _client_context()
+        self._idle: dict[str, list[tuple[float, http.client.HTTPConnection]]] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    async def get_into(self, address: str, path: str, into: memoryview, *, where: str) -> Fetched:
+        """GET ``path`` on ``address`` (a body of exactly ``len(into)`` bytes) into ``into``.
+
+        Raises the error of a problem answer, :class:`Unavailable` when the node cannot be
+        reached, is silent for :data:`READ_TIMEOUT` or its certificate is not the pinned one,
+        and :class:`RemoteError` for a body of another length.
+        """
+        url = prepare("GET", url_of(address, path)).url  # refuses https without a pin
+        job = _Job()
+        return await self._run(job, lambda: self._get(job, address, url.raw_path_qs, into, where))
+
+    async def put_from(
+        self,
+        address: str,
+        target: str,
+        headers: Mapping[str, str],
+        body: Source,
+        size: int,
+        *,
+        where: str,
+    ) -> bytes:
+        """PUT ``size`` bytes to ``target`` (path and query) on ``address``; return the answer.
+
+        ``body`` is bytes, or a blocking source (``read_into(view) -> int``, e.g. a chunk store
+        reader) read a piece at a time in the worker thread. ``headers`` are sent as given (the
+        caller signs; Content-Length is set here). Raises like :meth:`get_into`; an answer
+        above 64 KiB is a :class:`RemoteError`.
+        """
+        job = _Job()
+        all_headers = {**headers, "Content-Length": str(size)}
+        return await self._run(
+            job, lambda: self._put(job, address, target, all_headers, body, size, where)
+        )
+
+    async def _run(self, job: _Job, work: Callable[[], T]) -> T:
+        if self._closed:
+            raise Unavailable("the node is stopping")
+        future = asyncio.get_running_loop().run_in_executor(self._pool, work)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            job.abort()
+            raise
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop taking requests, abort the waiting ones' threads, close kept connections."""
+        self._closed = True
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for _, conn in conns:
+                conn.close()
+
+    # --- in worker threads -------------------------------------------------------------
+
+    def _get(self, job: _Job, address: str, target: str, into: memoryview, where: str) -> Fetched:
+        for attempt in (0, 1):
+            conn, reused = self._connection(address, where)
+            job.attach(conn)
+            try:
+                conn.request("GET", target)
+                resp = conn.getresponse()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                conn.close()
+                if reused and attempt == 0 and not job.aborted:
+                    continue  # the other side closed an idle connection: once more, fresh
+                raise Unavailable(f"{where}: connection lost") from None
+            except BaseException as exc:
+                conn.close()
+                raise _mapped(exc, where, job) from None
+            try:
+                fetched = self._read_body(resp, into, where)
+            except BaseException as exc:
+                conn.close()
+                raise _mapped(exc, where, job) from None
+            if resp.will_close:
+                conn.close()
+            else:
+                self._keep(address, conn)
+            return fetched
+        raise AssertionError("unreachable")
+
+    def _put(
+        self,
+        job: _Job,
+        address: str,
+        target: str,
+        headers: dict[str, str],
+        body: Source,
+        size: int,
+        where: str,
+    ) -> bytes:
+        conn, _ = self._connection(address, where)
+        job.attach(conn)
+        try:
+            conn.putrequest("PUT", target, skip_accept_encoding=True)
+            for name, value in headers.items():
+                conn.putheader(name, value)
+            conn.endheaders()
+            self._send_body(conn, body, size, where)
+            resp = conn.getresponse()
+            answer = _small_answer(resp, where)
+        except BaseException as exc:
+            conn.close()
+            raise _mapped(exc, where, job) from None
+        if resp.will_close or not resp.isclosed():
+            conn.close()
+        else:
+            self._keep(address, conn)
+        return answer
+
+    def _send_body(
+        self, conn: http.client.HTTPConnection, body: Source, size: int, where: str
+    ) -> None:
+        sent = 0
+        if isinstance(body, bytes | bytearray | memoryview):
+            view = memoryview(body).cast("B")
+            if len(view) != size:
+                raise ValueError(f"a body of {len(view)} bytes said to be {size}")
+            while sent < size:
+                piece = view[sent : sent + READ_PIECE]
+                self._up.spend_blocking(len(piece))
+                conn.send(piece)
+                sent += len(piece)
+            return
+        buf = bytearray(min(READ_PIECE, size))
+        with memoryview(buf) as piece:
+            while sent < size:
+                n = body.read_into(piece[: min(len(piece), size - sent)])
+                if n <= 0:
+                    raise RemoteError(f"{where}: the chunk to send ended at {sent} of {size} bytes")
+                self._up.spend_blocking(n)
+                conn.send(piece[:n])
+                sent += n
+
+    def _read_body(self, resp: http.client.HTTPResponse, into: memoryview, where: str) -> Fetched:
+        size = len(into)
+        if resp.status >= 300:
+            _small_answer(resp, where)  # raises the problem's error
+        if resp.length is not None and resp.length != size:
+            raise RemoteError(f"{where}: the body is {resp.length} bytes, expected {size}")
+        digest = hashlib.sha256()
+        got = 0
+        while got < size:
+            end = min(size, got + READ_PIECE)
+            n = resp.readinto(into[got:end])
+            if not n:
+                raise RemoteError(f"{where}: the body ended at {got} of {size} bytes")
+            digest.update(into[got : got + n])
+            got += n
+            self._down.spend_blocking(n)
+        if resp.length is None and resp.read(1):
+            raise RemoteError(f"{where}: the body is longer than {size} bytes")
+        return Fetched(into, digest.hexdigest())
+
+    def _connection(self, address: str, where: str) -> tuple[http.client.HTTPConnection, bool]:
+        now = time.monotonic()
+        while True:
+            with self._lock:
+                conns = self._idle.get(address, [])
+                if not conns:
+                    break
+                since, conn = conns.pop()
+            if now - since < IDLE_SECONDS and not _dropped(conn):
+                return conn, True
+            conn.close()
+        return self._connect(address, where), False
+
+    def _connect(self, address: str, where: str) -> http.client.HTTPConnection:
+        url = prepare("GET", address).url
+        host, port = url.host or "", url.port
+        conn: http.client.HTTPConnection
+        if url.scheme == "https":
+            conn = http.client.HTTPSConnection(
+                host, port, timeout=CONNECT_TIMEOUT, context=self._tls
+            )
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=CONNECT_TIMEOUT)
+        try:
+            conn.connect()
+            sock = conn.sock
+            assert sock is not None
+            sock.settimeout(READ_TIMEOUT)
+            _check_pin(sock, address_pin(address), where)
+        except BaseException as exc:
+            conn.close()
+            raise _mapped(exc, where, None) from None
+        return conn
+
+    def _keep(self, address: str, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            conns = self._idle.setdefault(address, [])
+            if self._closed or len(conns) >= IDLE_PER_ADDRESS:
+                conn.close()
+            else:
+                conns.append((time.monotonic(), conn))
+
+
+def _small_answer(resp: http.client.HTTPResponse, where: str) -> bytes:
+    """Return a JSON answer's bytes (at most 64 KiB), or raise the error a problem stands for."""
+    answer = resp.read(PROBLEM_LIMIT + 1)
+    if resp.status >= 300:
+        raise problem_error(
+            resp.status, resp.getheader("Content-Type", ""), answer, resp.reason, where
+        )
+    if len(answer) > PROBLEM_LIMIT:
+        raise RemoteError(f"{where}: an answer above {PROBLEM_LIMIT} bytes")
+    return answer
+
+
+def _dropped(conn: http.client.HTTPConnection) -> bool:
+    """Whether a kept connection was closed by the other side (readable while idle: EOF)."""
+    sock = conn.sock
+    if sock is None:
+        return True
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable)
+
+
+def _check_pin(sock: socket.socket, pin: str | None, where: str) -> None:
+    """Refuse a TLS peer whose certificate is not the one ``pin`` names."""
+    if isinstance(sock, ssl.SSLSocket) and pin is not None:
+        der = sock.getpeercert(binary_form=True) or b""
+        if hashlib.sha256(der).hexdigest() != pin:
+            raise Unavailable(f"{where}: {PIN_MISMATCH}")
+
+
+def _mapped(exc: BaseException, where: str, job: _Job | None) -> BaseException:
+    """Our error for what a worker thread met on the wire (``job`` aborted: cancelled)."""
+    if isinstance(exc, P2PShareError):
+        return exc
+    if job is not None and job.aborted:
+        return Unavailable(f"{where}: request cancelled")
+    if isinstance(exc, TimeoutError):
+        return Unavailable(f"{where}: no answer in time")
+    if isinstance(exc, ssl.SSLError):
+        return Unavailable(f"{where}: TLS failed ({exc.reason or exc})")
+    if isinstance(exc, ConnectionRefusedError):
+        return Unavailable(f"{where}: cannot connect ({exc.strerror})")
+    if isinstance(exc, http.client.HTTPException):
+        return RemoteError(f"{where}: broken response ({type(exc).__name__}: {exc})")
+    if isinstance(exc, OSError):
+        return Unavailable(f"{where}: connection lost ({exc.strerror or exc})")
+    return exc

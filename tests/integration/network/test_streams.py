@@ -1,0 +1,155 @@
+"""Chunk bodies fetched by worker threads (node/streams.py) from a real HTTP(S) server on
+loopback: bytes and hash, kept-alive connections, the checks on length and certificate, problem
+answers, cancellation and a server that closes idle connections."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from p2pshare.core.errors import InvalidInput, NotFound, RemoteError, Unavailable
+from p2pshare.node.problems import problems_middleware
+from p2pshare.node.streams import StreamPool
+from p2pshare.security.keys import load_or_create_identity, server_context
+
+BODY = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4 bytes
+
+
+@dataclass
+class Server:
+    address: str
+    connections: set[int] = field(default_factory=set)
+    requests: int = 0
+
+
+async def _serve(
+    tmp_path: Path, *, tls: bool, keepalive: float = 75.0
+) -> AsyncIterator[tuple[Server, str]]:
+    state = Server("")
+
+    async def chunk(request: web.Request) -> web.StreamResponse:
+        state.requests += 1
+        assert request.transport is not None
+        state.connections.add(id(request.transport))
+        name = request.match_info["name"]
+        if name == "missing":
+            raise NotFound("this node has no chunk missing")
+        if name == "short":
+            return web.Response(body=BODY[:-1])
+        if name == "silent":
+            await asyncio.sleep(60)
+        return web.Response(body=BODY)
+
+    app = web.Application(middlewares=[problems_middleware])
+    app.router.add_get("/v1/chunks/{name}", chunk)
+    runner = web.AppRunner(app, keepalive_timeout=keepalive, handler_cancellation=True)
+    await runner.setup()
+    context = None
+    pin = ""
+    if tls:
+        identity = await asyncio.to_thread(load_or_create_identity, tmp_path / "server")
+        context = await asyncio.to_thread(server_context, identity)
+        pin = identity.fingerprint
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    scheme = "https" if tls else "http"
+    state.address = f"{scheme}://127.0.0.1:{port}" + (f"#{pin}" if tls else "")
+    try:
+        yield state, pin
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture(params=[False, True], ids=["http", "https"])
+async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Server]:
+    async for state, _ in _serve(tmp_path, tls=request.param):
+        yield state
+
+
+async def test_a_body_lands_in_the_buffer_with_its_hash_over_one_kept_connection(
+    server: Server,
+) -> None:
+    async with StreamPool(workers=2) as pool:
+        for _ in range(3):
+            buf = memoryview(bytearray(len(BODY)))
+            got = await pool.get_into(server.address, "/v1/chunks/a", buf, where="node x")
+            assert bytes(got.data) == BODY
+            assert got.sha256 == hashlib.sha256(BODY).hexdigest()
+    assert server.requests == 3
+    assert len(server.connections) == 1  # kept alive and reused
+
+
+async def test_a_body_of_another_length_and_a_problem_answer_are_our_errors(
+    server: Server,
+) -> None:
+    async with StreamPool(workers=2) as pool:
+        buf = memoryview(bytearray(len(BODY)))
+        with pytest.raises(RemoteError, match="is 1048579 bytes, expected 1048580"):
+            await pool.get_into(server.address, "/v1/chunks/short", buf, where="node x")
+        with pytest.raises(NotFound, match="no chunk missing"):
+            await pool.get_into(server.address, "/v1/chunks/missing", buf, where="node x")
+        with pytest.raises(RemoteError, match="expected 10"):
+            await pool.get_into(server.address, "/v1/chunks/a", buf[:10], where="node x")
+        # the pool still works after each
+        got = await pool.get_into(server.address, "/v1/chunks/a", buf, where="node x")
+        assert bytes(got.data) == BODY
+
+
+async def test_a_cancelled_fetch_frees_its_thread_at_once(server: Server) -> None:
+    async with StreamPool(workers=1) as pool:  # one thread: the next fetch needs it back
+        buf = memoryview(bytearray(len(BODY)))
+        task = asyncio.create_task(
+            pool.get_into(server.address, "/v1/chunks/silent", buf, where="node x")
+        )
+        while server.requests == 0:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        started = time.monotonic()
+        got = await asyncio.wait_for(
+            pool.get_into(server.address, "/v1/chunks/a", buf, where="node x"), 20
+        )
+        assert bytes(got.data) == BODY
+        assert time.monotonic() - started < 20  # not the 30 s read timeout of the silent one
+
+
+async def test_a_connection_the_server_closed_while_idle_is_replaced(tmp_path: Path) -> None:
+    async for state, _ in _serve(tmp_path, tls=True, keepalive=0.2):
+        async with StreamPool(workers=1) as pool:
+            buf = memoryview(bytearray(len(BODY)))
+            for _ in range(2):
+                got = await pool.get_into(state.address, "/v1/chunks/a", buf, where="node x")
+                assert got.sha256 == hashlib.sha256(BODY).hexdigest()
+                await asyncio.sleep(0.6)  # the server drops the idle connection meanwhile
+        assert len(state.connections) == 2
+
+
+async def test_a_certificate_that_is_not_the_pinned_one_is_refused(tmp_path: Path) -> None:
+    async for state, pin in _serve(tmp_path, tls=True):
+        other = "0" * 64 if pin != "0" * 64 else "1" * 64
+        forged = state.address.replace(pin, other)
+        async with StreamPool(workers=1) as pool:
+            buf = memoryview(bytearray(len(BODY)))
+            with pytest.raises(Unavailable, match="does not match the pinned fingerprint"):
+                await pool.get_into(forged, "/v1/chunks/a", buf, where="node x")
+            with pytest.raises(InvalidInput, match="needs the certificate fingerprint"):
+                await pool.get_into(
+                    state.address.partition("#")[0], "/v1/chunks/a", buf, where="node x"
+                )
+        assert state.requests == 0  # nothing was asked of the wrong server
+
+
+async def test_a_node_that_does_not_answer_is_unavailable() -> None:
+    async with StreamPool(workers=1) as pool:
+        buf = memoryview(bytearray(4))
+        with pytest.raises(Unavailable, match="node x: cannot connect"):
+            await pool.get_into("http://127.0.0.1:9", "/v1/chunks/a", buf, where="node x")
