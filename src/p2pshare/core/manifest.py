@@ -194,6 +194,7 @@ class ManifestBuilder:
         self._sha = hashlib.sha256()
         self._ids: list[str] = []
         self._size = 0
+        self._taken = 0
         self._short_seen = False
 
     @property
@@ -207,21 +208,38 @@ class ManifestBuilder:
         Raises :class:`InvalidManifest` for an empty chunk, a chunk longer than ``chunk_size``,
         or a chunk after a short one.
         """
+        self.take(data)
+        cid = hash_chunk(data)
+        self.name_chunk(cid)
+        return cid
+
+    def take(self, data: bytes | bytearray | memoryview) -> None:
+        """The first half of :meth:`add_chunk`: check the next chunk and feed it to the
+        whole-file hash. Its id is hashed meanwhile (e.g. in another thread) and given to
+        :meth:`name_chunk` before the next chunk is taken. Raises like :meth:`add_chunk`."""
         n = len(data)
         if n == 0 or n > self.chunk_size:
             raise InvalidManifest(f"chunk of {n} bytes with a chunk size of {self.chunk_size}")
         if self._short_seen:
             raise InvalidManifest("only the last chunk may be shorter than the chunk size")
+        if self._taken != len(self._ids):
+            raise InvalidManifest("a chunk was taken before the previous one was named")
         self._short_seen = n < self.chunk_size
         self._sha.update(data)
-        cid = hash_chunk(data)
-        self._ids.append(cid)
         self._size += n
-        return cid
+        self._taken += 1
+
+    def name_chunk(self, chunk_id: str) -> None:
+        """The second half of :meth:`add_chunk`: the id of the chunk just taken."""
+        if self._taken != len(self._ids) + 1:
+            raise InvalidManifest("a chunk id without a chunk taken for it")
+        self._ids.append(chunk_id)
 
     def finish(self, name: str, created: datetime, sealed: str | None = None) -> Manifest:
         """Return the manifest of everything fed so far under ``name`` (with the ``sealed``
         part of an encrypted file)."""
+        if self._taken != len(self._ids):
+            raise InvalidManifest("the last chunk taken was not named")
         ids = list(self._ids)
         return Manifest.parse(
             {

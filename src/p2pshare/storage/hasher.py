@@ -1,22 +1,26 @@
 """The streaming hasher: reads a file once, in chunk-size pieces, and returns its manifest
 (:func:`hash_file`), optionally storing every chunk on the way (:func:`ingest_file`).
 
-The read happens in a worker thread into one preallocated buffer, so memory stays at one chunk
-whatever the file's size, and the event loop never blocks.
+Reads happen in worker threads into preallocated buffers (one for :func:`hash_file`, three for
+the pipeline of :func:`ingest_file`), so memory stays at a few chunks whatever the file's size,
+and the event loop never blocks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import stat
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from p2pshare.core.errors import IntegrityError, InvalidInput, NotFound
+from p2pshare.core.ids import chunk_id as hash_chunk
 from p2pshare.core.manifest import Manifest, ManifestBuilder, validate_name
 from p2pshare.security import sealing
 from p2pshare.storage.chunkstore import ChunkStore
@@ -118,11 +122,12 @@ async def ingest_file(
     """Read the file at ``path`` once, store each chunk in ``store``, and return the manifest.
 
     This is the uploader's chunk assembly folder (upload steps 4-5): the file is read one
-    chunk at a time in a worker thread (memory: one chunk), each chunk is hashed and put into
-    the store (a chunk already there is not written again). ``on_progress`` is called on the
-    event loop with the bytes of each chunk done. With ``key`` each chunk is encrypted first
-    (:mod:`p2pshare.security.sealing`): the store, and the manifest's chunk ids, hold the
-    ciphertext, and the name, size and SHA-256 of the plaintext are sealed in the manifest.
+    chunk at a time in worker threads (memory: a few chunks, see :func:`_ingest_pieces`), each
+    chunk is hashed and put into the store (a chunk already there is not written again).
+    ``on_progress`` is called on the event loop with the bytes of each chunk done. With
+    ``key`` each chunk is encrypted first (:mod:`p2pshare.security.sealing`): the store, and
+    the manifest's chunk ids, hold the ciphertext, and the name, size and SHA-256 of the
+    plaintext are sealed in the manifest.
     Raises like :func:`hash_file_sync`, and what :meth:`ChunkStore.put` raises (e.g.
     :class:`QuotaExceeded` when the store is full).
     """
@@ -130,7 +135,6 @@ async def ingest_file(
     name = validate_name(path.name if name is None else name)
     piece_size = chunk_size if key is None else sealing.plain_chunk_size(chunk_size)
     plain_sha = hashlib.sha256()
-    read = 0
     try:
         fh = await asyncio.to_thread(path.open, "rb")
     except FileNotFoundError:
@@ -143,24 +147,7 @@ async def ingest_file(
         info = await asyncio.to_thread(os.fstat, fh.fileno())
         if not stat.S_ISREG(info.st_mode):
             raise InvalidInput(f"{path}: not a regular file")
-        buf = bytearray(piece_size)
-        view = memoryview(buf)
-        index = 0
-        while True:
-            n = await asyncio.to_thread(_read_full, fh, view)
-            if n == 0:
-                break
-            piece = bytes(view[:n])
-            read += n
-            if key is not None:
-                piece = await asyncio.to_thread(_seal_chunk, plain_sha, key, index, piece)
-            chunk_id = await asyncio.to_thread(builder.add_chunk, piece)
-            await store.put(chunk_id, piece, verified=True)  # just hashed by the builder
-            index += 1
-            if on_progress is not None:
-                on_progress(n)
-            if n < piece_size:
-                break
+        read = await _ingest_pieces(store, fh, builder, piece_size, plain_sha, key, on_progress)
     except OSError as exc:
         raise InvalidInput(f"{path}: cannot read: {exc.strerror}") from None
     finally:
@@ -175,7 +162,77 @@ async def ingest_file(
     return builder.finish(sealing.ENCRYPTED_NAME, created, sealing.seal(key, part))
 
 
-def _seal_chunk(plain_sha: Any, key: bytes, index: int, piece: bytes) -> bytes:
+STORES_IN_FLIGHT = 3
+"""Chunks being written to the store at once while later ones are read and hashed (their
+flushes overlap: the filesystem commits them together)."""
+
+
+async def _ingest_pieces(
+    store: ChunkStore,
+    fh: BinaryIO,
+    builder: ManifestBuilder,
+    piece_size: int,
+    plain_sha: Any,
+    key: bytes | None,
+    on_progress: Callable[[int], None] | None,
+) -> int:
+    """Read, hash and store every chunk of ``fh``; return the bytes read.
+
+    A pipeline over reused buffers: while chunk i is hashed (its id and the whole-file hash in
+    two worker threads at once), chunk i+1 is read and up to :data:`STORES_IN_FLIGHT` earlier
+    chunks are written to the store. Memory: ``STORES_IN_FLIGHT + 2`` chunks.
+    """
+    count = STORES_IN_FLIGHT + 2
+    views = [memoryview(bytearray(piece_size)) for _ in range(count)]
+    reading: asyncio.Future[int] | None = None
+    storing: deque[tuple[int, asyncio.Task[object]]] = deque()
+    read = index = 0
+    try:
+        reading = asyncio.ensure_future(asyncio.to_thread(_read_full, fh, views[0]))
+        while True:
+            n = await reading
+            reading = None
+            if n == 0:
+                break
+            read += n
+            last = n < piece_size
+            if not last:
+                # the next buffer held chunk index + 1 - count: its write must be done
+                while storing and storing[0][0] <= index + 1 - count:
+                    await storing.popleft()[1]
+                reading = asyncio.ensure_future(
+                    asyncio.to_thread(_read_full, fh, views[(index + 1) % count])
+                )
+            piece: bytes | memoryview = views[index % count][:n]
+            if key is not None:
+                piece = await asyncio.to_thread(_seal_chunk, plain_sha, key, index, piece)
+            chunk_id, _ = await asyncio.gather(
+                asyncio.to_thread(hash_chunk, piece), asyncio.to_thread(builder.take, piece)
+            )
+            builder.name_chunk(chunk_id)
+            if len(storing) >= STORES_IN_FLIGHT:
+                await storing.popleft()[1]
+            # just hashed above: not hashed again by the store
+            storing.append((index, asyncio.create_task(store.put(chunk_id, piece, verified=True))))
+            index += 1
+            if on_progress is not None:
+                on_progress(n)
+            if last:
+                break
+        while storing:
+            await storing.popleft()[1]
+    finally:
+        # no worker thread may still use the file or a buffer when this returns
+        steps = [task for _, task in storing] + ([reading] if reading is not None else [])
+        for step in steps:
+            step.cancel()
+        for step in steps:
+            with contextlib.suppress(BaseException):
+                await step
+    return read
+
+
+def _seal_chunk(plain_sha: Any, key: bytes, index: int, piece: bytes | memoryview) -> bytes:
     """Hash a plaintext chunk into ``plain_sha`` and return it encrypted (worker thread)."""
     plain_sha.update(piece)
     return sealing.encrypt_chunk(key, index, piece)

@@ -206,6 +206,9 @@ async def download(ctx: NodeContext, req: DownloadRequest, t: Transfer) -> Trans
         ordered = sorted(ch.holders, key=lambda h: not h.online)
         holders[ch.chunk_id] = [h.node_id for h in ordered if h.node_id != me]
         addresses.update({h.node_id: h.address for h in ordered})
+    names = {h.node_id: h.name for ch in detail.chunks for h in ch.holders if h.name}
+    names.update({n.node_id: n.name for n in (*detail.seeders, *detail.leechers)})
+    del detail  # megabytes of objects for a big file: not kept while fetching
     sizes = {cid: plan.span(idx[0]).length for cid, idx in indices.items()}
     sources = [
         ChunkSource(cid, sizes[cid], tuple(idx), tuple(holders.get(cid, ())))
@@ -259,8 +262,6 @@ async def download(ctx: NodeContext, req: DownloadRequest, t: Transfer) -> Trans
     await asyncio.to_thread(record.remove)
 
     await _after(ctx, manifest.file_id, manifest.size, served, addresses, kept, t)
-    names = {h.node_id: h.name for ch in detail.chunks for h in ch.holders if h.name}
-    names.update({n.node_id: n.name for n in (*detail.seeders, *detail.leechers)})
     sources = [
         HolderShare(node_id=h, name=names.get(h, h), address=addresses[h], chunks=c, bytes=b)
         for h, (c, b) in sorted(served.items())
@@ -351,6 +352,7 @@ async def _swarm(
                 if h.online and h.node_id != me and sched.add_holder(ch.chunk_id, h.node_id):
                     addresses[h.node_id] = h.address
                     added += 1
+        del detail  # not alive while the next one is read (a big file's detail is megabytes)
         if added:
             log.info("swarm: %d new sources for chunks of %s", added, file_id[:12])
             wake.set()

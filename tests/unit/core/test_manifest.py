@@ -182,3 +182,19 @@ def test_a_flipped_byte_changes_its_chunk_and_the_file_id(data: bytes, draw: st.
     changed = [j for j, (x, y) in enumerate(zip(a.chunk_ids, b.chunk_ids, strict=True)) if x != y]
     assert changed == [i // K64]
     assert a.file_id != b.file_id
+
+
+def test_builder_halves_must_alternate() -> None:
+    b = ManifestBuilder(K64)
+    b.take(b"x" * K64)
+    with pytest.raises(InvalidManifest, match="before the previous one was named"):
+        b.take(b"y" * K64)
+    with pytest.raises(InvalidManifest, match="was not named"):
+        b.finish("f", datetime(2026, 11, 30, tzinfo=UTC))
+    b.name_chunk(chunk_id(b"x" * K64))
+    with pytest.raises(InvalidManifest, match="without a chunk taken"):
+        b.name_chunk(chunk_id(b"x" * K64))
+    b.take(b"tail")
+    b.name_chunk(chunk_id(b"tail"))
+    built = b.finish("f", datetime(2026, 11, 30, tzinfo=UTC))
+    assert built == manifest_of_bytes(b"x" * K64 + b"tail", "f", built.created, K64)

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from p2pshare.core.errors import InvalidInput, NotFound
+from p2pshare.core.errors import InvalidInput, NotFound, QuotaExceeded
 from p2pshare.core.manifest import manifest_of_bytes
-from p2pshare.storage.hasher import hash_file, hash_file_sync
+from p2pshare.storage.filestore import FileChunkStore
+from p2pshare.storage.hasher import STORES_IN_FLIGHT, hash_file, hash_file_sync, ingest_file
 
 K64 = 64 * 1024
 WHEN = datetime(2026, 11, 25, tzinfo=UTC)
@@ -70,3 +71,60 @@ def test_memory_is_bounded_by_one_chunk(tmp_path: Path) -> None:
     assert m.size == 256 * chunk
     assert len(set(m.chunk_ids)) == 1
     assert peak < 3 * chunk, f"peak {peak} bytes for a {m.size}-byte file"
+
+
+@pytest.mark.parametrize("chunks", [0, 1, 2, 9])
+@pytest.mark.parametrize("tail", [0, 1, K64 - 1])
+async def test_ingest_stores_every_chunk_and_gives_the_builder_s_manifest(
+    tmp_path: Path, chunks: int, tail: int
+) -> None:
+    # more chunks than the pipeline's buffers: every buffer is reused while earlier writes run
+    data = os.urandom(chunks * K64 + tail)
+    path = tmp_path / "data.bin"
+    await asyncio.to_thread(path.write_bytes, data)
+    seen: list[int] = []
+    async with await FileChunkStore.open(tmp_path / "store", quota=1 << 30) as store:
+        m = await ingest_file(store, path, chunk_size=K64, created=WHEN, on_progress=seen.append)
+        assert m == manifest_of_bytes(data, "data.bin", WHEN, K64)
+        assert sum(seen) == len(data)
+        for i, cid in enumerate(m.chunk_ids):
+            assert await store.read(cid) == data[i * K64 : (i + 1) * K64]
+
+
+async def test_ingest_into_a_full_store_fails_and_leaves_no_worker_on_the_file(
+    tmp_path: Path,
+) -> None:
+    data = os.urandom(12 * K64)
+    path = tmp_path / "data.bin"
+    await asyncio.to_thread(path.write_bytes, data)
+    async with await FileChunkStore.open(tmp_path / "store", quota=5 * K64) as store:
+        with pytest.raises(QuotaExceeded):
+            await ingest_file(store, path, chunk_size=K64, created=WHEN)
+        assert store.used_bytes == 5 * K64  # the chunks stored stay, for a resumed upload
+        # no write is still running: a file of the first chunk is taken (already there)
+        first = tmp_path / "first.bin"
+        await asyncio.to_thread(first.write_bytes, data[:K64])
+        m = await ingest_file(store, first, chunk_size=K64, created=WHEN)
+        assert await store.read(m.chunk_ids[0]) == data[:K64]
+
+
+def test_ingest_memory_is_bounded_by_a_few_chunks(tmp_path: Path) -> None:
+    """256 MiB (sparse) in 1 MiB chunks: the pipeline's buffers, not the file."""
+    chunk = 1024 * 1024
+    path = tmp_path / "big.bin"
+    with path.open("wb") as fh:
+        fh.truncate(256 * chunk)
+
+    async def run() -> int:
+        async with await FileChunkStore.open(tmp_path / "store", quota=1 << 30) as store:
+            m = await ingest_file(store, path, chunk_size=chunk, created=WHEN)
+            return m.size
+
+    tracemalloc.start()
+    try:
+        size = asyncio.run(run())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert size == 256 * chunk
+    assert peak < (STORES_IN_FLIGHT + 4) * chunk, f"peak {peak} bytes for a {size}-byte file"
