@@ -17,6 +17,10 @@ Workloads (``--only`` takes these names; rows are named as in brackets):
   upload      a fresh node uploads ``--size`` of new random bytes with ``--replicas 2`` onto
               h2 and h3 (every chunk fsynced by its holder before its ack); MB/s = size / the
               seconds the node reports. Limit: disk write / 3 copies.
+  encrypted   the same over the stack's private-file layer [upload-encrypted,
+              download-1-encrypted]: ``upload --encrypt`` (AES-256-GCM per chunk) of a
+              ``--size`` file onto h2 and h3, and a fresh node's download of it by its share
+              link (decrypted and checked against the original). TLS as everywhere.
   memory      peak RSS (VmHWM) of every node during the runs above and of the CLI, and of
               the downloading node in the 512 MiB and 4 GiB downloads of ``scaling``.
   tracker     a tracker alone (TLS, the client does not check the certificate) with 200
@@ -93,8 +97,26 @@ import tracker_load  # noqa: E402
 MiB = 1 << 20
 GiB = 1 << 30
 MB = 1e6
-WORKLOADS = ("limits", "download-1", "download-3", "upload", "memory", "tracker", "scaling")
-RUN_ORDER = ("limits", "upload", "download-1", "download-3", "scaling", "tracker", "memory")
+WORKLOADS = (
+    "limits",
+    "download-1",
+    "download-3",
+    "upload",
+    "encrypted",
+    "memory",
+    "tracker",
+    "scaling",
+)
+RUN_ORDER = (
+    "limits",
+    "upload",
+    "download-1",
+    "download-3",
+    "encrypted",
+    "scaling",
+    "tracker",
+    "memory",
+)
 """Memory is read off the other runs, so it comes last; upload and downloads before scaling,
 so the holders' peaks are those of the ``--size`` runs."""
 HOLDERS = ("h1", "h2", "h3")
@@ -348,6 +370,8 @@ class Shared:
     digest: str
     path: Path
     """the original bytes (the BitTorrent anchors seed it)"""
+    link: str | None = None
+    """the share link of an encrypted upload (what its downloads ask for)"""
 
 
 class Net:
@@ -359,7 +383,7 @@ class Net:
         self.root = root
         self.storage = str(storage)  # bytes: the CLI takes plain numbers
         self.c = Cluster(root)
-        self.shared: dict[int, Shared] = {}
+        self.shared: dict[tuple[int, bool], Shared] = {}
         self.names: dict[str, str] = {}
         """node id -> name, of every node started (stopped ones too)"""
         self._seq = 0
@@ -412,7 +436,7 @@ class Net:
             self.c.nodes.pop(n.name, None)
             shutil.rmtree(n.data_dir, ignore_errors=True)
 
-    def upload_args(self, path: Path, size: int) -> list[str]:
+    def upload_args(self, path: Path, size: int, *, encrypt: bool = False) -> list[str]:
         """Return the CLI arguments of an upload of ``path`` onto h2 and h3 (2 replicas)."""
         budget = str(size + 64 * MiB)
         return [
@@ -424,30 +448,34 @@ class Net:
             f"h3={budget}",
             "--replicas",
             "2",
-            "--no-encrypt",
+            "--encrypt" if encrypt else "--no-encrypt",
             "--chunk-size",
             CHUNK_SIZE,
         ]
 
-    def share(self, size: int) -> Shared:
-        """Return the file of ``size`` held by h1, h2 and h3 (uploaded from h1 on first use)."""
-        if size in self.shared:
-            return self.shared[size]
-        path = self.root / f"shared-{label(size)}.bin"
+    def share(self, size: int, *, encrypt: bool = False) -> Shared:
+        """Return the file of ``size`` held by h1, h2 and h3 (uploaded from h1 on first use;
+        ``encrypt``: another file, uploaded encrypted)."""
+        key = (size, encrypt)
+        if key in self.shared:
+            return self.shared[key]
+        path = self.root / f"shared-{label(size)}{'-encrypted' if encrypt else ''}.bin"
         digest = make_file(path, size)
         fsync_file(path)
-        run = run_cli(self.c.nodes["h1"], *self.upload_args(path, size))
+        run = run_cli(self.c.nodes["h1"], *self.upload_args(path, size, encrypt=encrypt))
         fid = str(run.doc["file_id"])
         detail = self.c.get(f"/v1/files/{fid}")
         thin = [c["index"] for c in detail["chunks"] if len(c["holders"]) < len(HOLDERS)]
         if run.doc.get("sha256") != digest or thin:
             raise RuntimeError(f"the shared {label(size)} file is not on 3 holders: {thin[:5]}")
         print(
-            f"  (set-up: {label(size)} uploaded from h1 onto h2, h3 in {run.doc['seconds']:.1f} s)",
+            f"  (set-up: {label(size)}{' encrypted' if encrypt else ''} uploaded from h1 onto "
+            f"h2, h3 in {run.doc['seconds']:.1f} s)",
             flush=True,
         )
-        self.shared[size] = Shared(size, fid, digest, path)
-        return self.shared[size]
+        link = str(run.doc["share_link"]) if encrypt else None
+        self.shared[key] = Shared(size, fid, digest, path, link)
+        return self.shared[key]
 
     def close(self) -> None:
         self.c.close()
@@ -782,7 +810,9 @@ class Suite:
             os.sync()
             with ThreadPoolExecutor(count) as pool:
                 futures = [
-                    pool.submit(run_cli, n, "download", shared.file_id, "-o", str(out))
+                    pool.submit(
+                        run_cli, n, "download", shared.link or shared.file_id, "-o", str(out)
+                    )
                     for n, out in zip(nodes, outs, strict=True)
                 ]
                 runs = [f.result() for f in futures]
@@ -943,7 +973,7 @@ class Suite:
             return None
         return {"name": name if divide == 1 else f"{name} / {divide}", "value": value / divide}
 
-    def upload_once(self) -> CliRun:
+    def upload_once(self, *, encrypt: bool = False) -> CliRun:
         """Upload ``--size`` of new random bytes from a fresh node onto h2 and h3, read the
         node's peak, withdraw the file (its holders reclaim the space) and stop the node."""
         net = self.net
@@ -954,10 +984,11 @@ class Suite:
             digest = make_file(src, size)
             fsync_file(src)
             os.sync()
-            run = run_cli(node, *net.upload_args(src, size))
+            run = run_cli(node, *net.upload_args(src, size, encrypt=encrypt))
             if run.doc.get("sha256") != digest:
                 raise RuntimeError("the upload registered other bytes")
-            self.memory.node("uploader (upload)", peak_rss_mib(node.proc.popen.pid))
+            role = "uploader (upload-encrypted)" if encrypt else "uploader (upload)"
+            self.memory.node(role, peak_rss_mib(node.proc.popen.pid))
             self.memory.cli = max(self.memory.cli, run.rss_mib)
             run_cli(node, "delete", str(run.doc["file_id"]), "--yes")
         finally:
@@ -989,6 +1020,51 @@ class Suite:
                 "replicas": 2,
                 "copies_written": 3,
                 "cli_wall_seconds": extra["cli_s"][-n:],
+            }
+        )
+
+    def w_encrypted(self) -> None:
+        """Rows upload-encrypted and download-1-encrypted (no anchors: BitTorrent has no
+        encrypted files to compare with)."""
+        size = self.plan.size
+
+        def upload() -> float:
+            run = self.upload_once(encrypt=True)
+            return size / MB / float(run.doc["seconds"])
+
+        values, _, _ = self.interleave("upload-encrypted", upload, {}, "MB/s")
+        self.add(
+            {
+                "workload": "upload-encrypted",
+                "unit": "MB/s",
+                "ours": median(values),
+                "runs": values,
+                "anchors": {},
+                "limit": self.limit_cell("disk", 3),
+                "bytes": size,
+                "replicas": 2,
+            }
+        )
+        shared = self.net.share(size, encrypt=True)
+        seconds: list[float] = []
+
+        def download() -> float:
+            got = self.download(shared, 1, "downloader (download-1-encrypted)")
+            seconds.append(got["node_s"][0])
+            return shared.size / MB / got["node_s"][0]
+
+        values, _, _ = self.interleave("download-1-encrypted", download, {}, "MB/s")
+        self.add(
+            {
+                "workload": "download-1-encrypted",
+                "unit": "MB/s",
+                "ours": median(values),
+                "runs": values,
+                "anchors": {},
+                "limit": self.limit_cell("sha256"),
+                "bytes": size,
+                "node_seconds": seconds[-len(values) :],
+                "holders": 3,
             }
         )
 
@@ -1498,6 +1574,8 @@ ROW_ORDER = [
     "download-1",
     "download-3",
     "upload",
+    "download-1-encrypted",
+    "upload-encrypted",
     "memory",
     "tracker",
 ]
@@ -1664,6 +1742,8 @@ def check(doc: dict[str, Any], plan: Plan) -> list[str]:
     for w in plan.workloads:
         if w == "limits":
             want |= {"limit-tcp", "limit-sha256", "limit-disk"}
+        elif w == "encrypted":
+            want |= {"upload-encrypted", "download-1-encrypted"}
         elif w == "scaling":
             want |= {f"scaling-{size_tag(n)}" for n in plan.scaling_sizes}
             want |= {f"scaling-files-{count_tag(n)}" for n in plan.file_counts}

@@ -14,6 +14,7 @@ import logging
 import os
 import ssl
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,9 @@ from p2pshare.transfer.reclaim import ReclaimBatch, reclaim_worker
 from p2pshare.transfer.repair import repair_worker
 
 log = logging.getLogger(__name__)
+
+IO_THREADS = 32
+"""Worker threads for the node's blocking file work (asyncio.to_thread)."""
 
 RUNTIME_FILE = "node.json"
 EXPIRE_EVERY = 60.0
@@ -140,6 +144,11 @@ async def run_node(
             f"--host {opts.host} listens everywhere but says nothing of how others reach this "
             "node: give --public-address URL (e.g. http://192.168.1.11:7071)"
         )
+    # direct I/O makes chunk writes take their disk time in worker threads: more of them than
+    # asyncio's default (cores + 4), so a download's writes do not queue behind each other
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="node-io")
+    )
     await asyncio.to_thread(opts.data_dir.mkdir, parents=True, exist_ok=True)
     keys = await asyncio.to_thread(load_or_create_identity, opts.data_dir)
     node_id = keys.node_id

@@ -56,6 +56,8 @@ def complete_doc() -> dict[str, Any]:
         "download-1",
         "download-3",
         "upload",
+        "download-1-encrypted",
+        "upload-encrypted",
         "memory",
         "scaling-16m",
         "scaling-32m",
@@ -82,7 +84,7 @@ def test_a_complete_smoke_document_passes() -> None:
         (lambda d: d["rows"][3].update(anchors={"aria2c": 0}), "anchor aria2c"),
         (lambda d: d["rows"][3].update(limit={"name": "sha256", "value": None}), "limit"),
         (lambda d: d["rows"][-1].update(p99_ms=None), "tracker: p50/p99"),
-        (lambda d: d["rows"][6].update(error="RuntimeError: boom"), "memory: RuntimeError"),
+        (lambda d: d["rows"][8].update(error="RuntimeError: boom"), "memory: RuntimeError"),
     ],
 )
 def test_the_smoke_check_fails_on_a_missing_or_non_positive_number(
