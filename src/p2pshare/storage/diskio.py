@@ -333,6 +333,55 @@ def quarantine(root: Path, chunk_id: str, stamp: float) -> int | None:
     return size
 
 
+class Appender:
+    """Appends bytes to the file open at ``fd`` from its start: by direct I/O where allowed
+    (gathered in a staging buffer, written a buffer at a time, the last one padded and cut
+    back), plainly otherwise. Call :meth:`close` (flushes what is staged; does not close
+    ``fd``) or, after a failure, :meth:`drop`."""
+
+    def __init__(self, fd: int) -> None:
+        self._out = BlockFile(fd, direct=try_direct(fd))
+        self._stage: mmap.mmap | None = _STAGES.take() if self._out.direct else None
+        self._staged = 0
+        self.written = 0
+        """bytes handed to the disk so far (not counting what is staged)"""
+
+    def write(self, piece: bytes | bytearray | memoryview) -> None:
+        """Append ``piece`` (in direct mode, a staging buffer's worth at a time)."""
+        view = memoryview(piece).cast("B")
+        if self._stage is None:
+            self._out.write_at(view, self.written)
+            self.written += len(view)
+            return
+        while view:
+            n = min(len(view), STAGE_SIZE - self._staged)
+            with memoryview(self._stage) as staged:
+                staged[self._staged : self._staged + n] = view[:n]
+            self._staged += n
+            view = view[n:]
+            if self._staged == STAGE_SIZE:
+                self._flush(last=False)
+
+    def _flush(self, *, last: bool) -> None:
+        if self._stage is None or not self._staged:
+            return
+        with memoryview(self._stage) as staged:
+            self._out.write_staged(staged, self._staged, self.written, end_of_file=last)
+        self.written += self._staged
+        self._staged = 0
+
+    def close(self) -> None:
+        """Write what is staged (the file's end) and give the staging buffer back."""
+        self._flush(last=True)
+        self.drop()
+
+    def drop(self) -> None:
+        """Give the staging buffer back without writing what is staged (idempotent)."""
+        if self._stage is not None:
+            stage, self._stage = self._stage, None
+            _STAGES.give(stage)
+
+
 class AtomicWriter:
     """Writes one chunk to a unique temp file, hashing as it goes; publishes it by rename.
 
@@ -349,10 +398,7 @@ class AtomicWriter:
         self._hash = hashlib.sha256() if hashing else None
         self._durable = durable
         self._fd = -1
-        self._out: BlockFile | None = None
-        self._stage: mmap.mmap | None = None  # the bytes not yet written (direct mode)
-        self._staged = 0
-        self._written = 0
+        self._out: Appender | None = None
 
     def start(self) -> None:
         """Create the fan-out directory when needed and the temp file."""
@@ -362,50 +408,21 @@ class AtomicWriter:
                 fanout.mkdir()
                 fsync_dir(fanout.parent)
         self._fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        self._out = BlockFile(self._fd, direct=try_direct(self._fd))
-        if self._out.direct:
-            self._stage = _STAGES.take()
+        self._out = Appender(self._fd)
 
     def write(self, piece: bytes | bytearray | memoryview) -> None:
-        """Hash ``piece`` (unless made with ``hashing=False``) and append it to the temp file
-        (in direct mode, a staging buffer's worth at a time)."""
+        """Hash ``piece`` (unless made with ``hashing=False``) and append it to the temp file."""
         if self._hash is not None:
             self._hash.update(piece)
         assert self._out is not None
-        view = memoryview(piece).cast("B")
-        if self._stage is None:
-            self._out.write_at(view, self._written)
-            self._written += len(view)
-            return
-        while view:
-            n = min(len(view), STAGE_SIZE - self._staged)
-            with memoryview(self._stage) as staged:
-                staged[self._staged : self._staged + n] = view[:n]
-            self._staged += n
-            view = view[n:]
-            if self._staged == STAGE_SIZE:
-                self._flush_stage()
-
-    def _flush_stage(self, *, last: bool = False) -> None:
-        if self._stage is None or not self._staged:
-            return
-        assert self._out is not None
-        with memoryview(self._stage) as staged:
-            self._out.write_staged(staged, self._staged, self._written, end_of_file=last)
-        self._written += self._staged
-        self._staged = 0
-
-    def _release_stage(self) -> None:
-        if self._stage is not None:
-            stage, self._stage = self._stage, None
-            _STAGES.give(stage)
+        self._out.write(piece)
 
     def finish(self) -> str:
         """Flush the data to disk, close the temp file and return the SHA-256 hex of the bytes
         ("" when made with ``hashing=False``). With ``durable=False`` nothing is flushed: the
         kernel writes the bytes back when it likes (a cache copy, see ChunkStore.put)."""
-        self._flush_stage(last=True)
-        self._release_stage()
+        assert self._out is not None
+        self._out.close()
         if self._durable:
             os.fsync(self._fd)
         fd, self._fd = self._fd, -1
@@ -421,7 +438,8 @@ class AtomicWriter:
 
     def discard(self) -> None:
         """Close and delete the temp file, if any (never raises for a missing file)."""
-        self._release_stage()
+        if self._out is not None:
+            self._out.drop()
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
             os.close(fd)

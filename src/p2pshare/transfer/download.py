@@ -245,7 +245,7 @@ async def download(ctx: NodeContext, req: DownloadRequest, t: Transfer) -> Trans
         else:
             t.note("decrypting")
             plain = out.with_name(out.name + ".plain.part")
-            await asyncio.to_thread(decrypt_file, fd, manifest, key, sealed, plain)
+            await asyncio.to_thread(decrypt_file, writer, manifest, key, sealed, plain)
             await asyncio.to_thread(_finish_file, fd, plain, out, req.force)
             await asyncio.to_thread(part.unlink)
     except BaseException:

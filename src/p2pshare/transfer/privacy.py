@@ -19,6 +19,7 @@ from p2pshare.core.links import format_link
 from p2pshare.core.manifest import Manifest
 from p2pshare.core.node_messages import TransferResult
 from p2pshare.security import sealing
+from p2pshare.storage.diskio import Appender, BlockFile
 
 
 class KeyRequired(InvalidInput):
@@ -60,10 +61,11 @@ def shown(result: TransferResult, manifest: Manifest, key: bytes | None) -> Tran
 
 
 def decrypt_file(
-    cipher_fd: int, manifest: Manifest, key: bytes, part: sealing.SealedPart, out: Path
+    cipher: BlockFile, manifest: Manifest, key: bytes, part: sealing.SealedPart, out: Path
 ) -> None:
-    """Write the plaintext of the assembled ciphertext at ``cipher_fd`` to ``out`` (created
-    new, mode 0644, fsynced) and check it against ``part``; blocking.
+    """Write the plaintext of the assembled ciphertext read through ``cipher`` to ``out``
+    (created new, mode 0644, fsynced) and check it against ``part``; blocking. Both files
+    are read and written by direct I/O where allowed (storage/diskio.py).
 
     Raises :class:`IntegrityError` (``out`` removed) when a chunk does not decrypt or the
     plaintext's size or SHA-256 differ from the sealed ones.
@@ -71,23 +73,28 @@ def decrypt_file(
     digest = hashlib.sha256()
     written = 0
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    sink = Appender(fd)
     try:
+        buf = memoryview(bytearray(manifest.chunk_size))
         for span in ChunkPlan.for_size(manifest.size, manifest.chunk_size):
-            cipher = os.pread(cipher_fd, span.length, span.offset)
-            plain = sealing.decrypt_chunk(key, span.index, cipher)
+            got = cipher.read_into(buf[: span.length], span.offset)
+            if got != span.length:
+                raise IntegrityError(  # noqa: TRY301 - the except below only cleans up
+                    f"the part file ends at {span.offset + got} bytes, before {manifest.size}"
+                )
+            plain = sealing.decrypt_chunk(key, span.index, buf[: span.length])
             digest.update(plain)
-            view = memoryview(plain)
-            done = 0
-            while done < len(view):
-                done += os.write(fd, view[done:])
+            sink.write(plain)
             written += len(plain)
         if written != part.size or digest.hexdigest() != part.sha256:
             raise IntegrityError(  # noqa: TRY301 - the except below only cleans up
                 f"the decrypted file is {written} bytes hashing to {digest.hexdigest()}, "
                 f"not the sealed {part.size} bytes {part.sha256}"
             )
+        sink.close()
         os.fsync(fd)
     except BaseException:
+        sink.drop()
         os.close(fd)
         out.unlink(missing_ok=True)
         raise
