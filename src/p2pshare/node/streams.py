@@ -126,6 +126,7 @@ class StreamPool:
         self._tls = _client_context()
         self._idle: dict[str, list[tuple[float, http.client.HTTPConnection]]] = {}
         self._lock = threading.Lock()
+        self._local = threading.local()
         self._closed = False
 
     async def get_into(self, address: str, path: str, into: memoryview, *, where: str) -> Fetched:
@@ -260,7 +261,9 @@ class StreamPool:
                 conn.send(piece)
                 sent += len(piece)
             return
-        buf = bytearray(min(READ_PIECE, size))
+        buf = getattr(self._local, "buf", None)
+        if buf is None:  # one per worker thread, reused: no fresh mapping per push
+            buf = self._local.buf = bytearray(READ_PIECE)
         with memoryview(buf) as piece:
             while sent < size:
                 n = body.read_into(piece[: min(len(piece), size - sent)])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -14,7 +15,13 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from p2pshare.core.errors import InvalidInput, NotFound, RemoteError, Unavailable
+from p2pshare.core.errors import (
+    InvalidInput,
+    NotFound,
+    RemoteError,
+    ReservationError,
+    Unavailable,
+)
 from p2pshare.node.problems import problems_middleware
 from p2pshare.node.streams import StreamPool
 from p2pshare.security.keys import load_or_create_identity, server_context
@@ -47,8 +54,21 @@ async def _serve(
             await asyncio.sleep(60)
         return web.Response(body=BODY)
 
-    app = web.Application(middlewares=[problems_middleware])
+    async def push(request: web.Request) -> web.Response:
+        state.requests += 1
+        assert request.transport is not None
+        state.connections.add(id(request.transport))
+        if request.match_info["name"] == "refuse":
+            raise ReservationError("no reservation r1 here")
+        body = await request.read()
+        answer = {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+        answer["query"] = request.query_string
+        answer["signed"] = request.headers.get("X-Test", "")
+        return web.json_response(answer, status=201)
+
+    app = web.Application(middlewares=[problems_middleware], client_max_size=4 << 20)
     app.router.add_get("/v1/chunks/{name}", chunk)
+    app.router.add_put("/v1/chunks/{name}", push)
     runner = web.AppRunner(app, keepalive_timeout=keepalive, handler_cancellation=True)
     await runner.setup()
     context = None
@@ -153,3 +173,61 @@ async def test_a_node_that_does_not_answer_is_unavailable() -> None:
         buf = memoryview(bytearray(4))
         with pytest.raises(Unavailable, match="node x: cannot connect"):
             await pool.get_into("http://127.0.0.1:9", "/v1/chunks/a", buf, where="node x")
+
+
+class _Source:
+    """A blocking source of ``data`` handing out at most ``step`` bytes a read (like a store
+    reader), or stopping early after ``stop`` bytes."""
+
+    def __init__(self, data: bytes, step: int, stop: int | None = None) -> None:
+        self._data = data[:stop] if stop is not None else data
+        self._step = step
+        self._at = 0
+
+    def read_into(self, into: memoryview) -> int:
+        piece = self._data[self._at : self._at + min(self._step, len(into))]
+        into[: len(piece)] = piece
+        self._at += len(piece)
+        return len(piece)
+
+
+async def test_a_push_sends_bytes_or_a_source_and_returns_the_answer(server: Server) -> None:
+    async with StreamPool(workers=2) as pool:
+        for body in (BODY, _Source(BODY, 300_001)):
+            raw = await pool.put_from(
+                server.address,
+                "/v1/chunks/a?reservation=r1",
+                {"X-Test": "yes", "Content-Type": "application/octet-stream"},
+                body,
+                len(BODY),
+                where="node x",
+            )
+            answer = json.loads(raw)
+            assert answer == {
+                "size": len(BODY),
+                "sha256": hashlib.sha256(BODY).hexdigest(),
+                "query": "reservation=r1",
+                "signed": "yes",
+            }
+    assert len(server.connections) == 1  # the second push reused the first's connection
+
+
+async def test_a_refused_push_and_a_source_that_ends_early_are_our_errors(
+    server: Server,
+) -> None:
+    async with StreamPool(workers=1) as pool:
+        with pytest.raises(ReservationError, match="no reservation r1"):
+            await pool.put_from(
+                server.address, "/v1/chunks/refuse", {}, BODY, len(BODY), where="node x"
+            )
+        with pytest.raises(RemoteError, match="ended at 1000 of"):
+            await pool.put_from(
+                server.address,
+                "/v1/chunks/a",
+                {},
+                _Source(BODY, 4096, stop=1000),
+                len(BODY),
+                where="node x",
+            )
+        raw = await pool.put_from(server.address, "/v1/chunks/a", {}, b"ok", 2, where="node x")
+        assert json.loads(raw)["size"] == 2  # the pool still works
