@@ -180,9 +180,11 @@ async def _ingest_pieces(
 
     A pipeline over reused buffers: while chunk i is hashed (its id and the whole-file hash in
     two worker threads at once), chunk i+1 is read and up to :data:`STORES_IN_FLIGHT` earlier
-    chunks are written to the store. Memory: ``STORES_IN_FLIGHT + 2`` chunks.
+    chunks are written to the store. Memory: ``STORES_IN_FLIGHT + 2`` chunks (encrypted: two
+    plaintext buffers and the ciphertexts being stored).
     """
-    count = STORES_IN_FLIGHT + 2
+    # encrypted: a plaintext buffer is free once sealed (the store takes the ciphertext)
+    count = 2 if key is not None else STORES_IN_FLIGHT + 2
     views = [memoryview(bytearray(piece_size)) for _ in range(count)]
     reading: asyncio.Future[int] | None = None
     storing: deque[tuple[int, asyncio.Task[object]]] = deque()
@@ -198,7 +200,7 @@ async def _ingest_pieces(
             last = n < piece_size
             if not last:
                 # the next buffer held chunk index + 1 - count: its write must be done
-                while storing and storing[0][0] <= index + 1 - count:
+                while key is None and storing and storing[0][0] <= index + 1 - count:
                     await storing.popleft()[1]
                 reading = asyncio.ensure_future(
                     asyncio.to_thread(_read_full, fh, views[(index + 1) % count])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import threading
 import tracemalloc
@@ -13,6 +14,7 @@ import pytest
 
 from p2pshare.core.errors import InvalidInput, NotFound, QuotaExceeded
 from p2pshare.core.manifest import manifest_of_bytes
+from p2pshare.security import sealing
 from p2pshare.storage.filestore import FileChunkStore
 from p2pshare.storage.hasher import STORES_IN_FLIGHT, hash_file, hash_file_sync, ingest_file
 
@@ -128,3 +130,22 @@ def test_ingest_memory_is_bounded_by_a_few_chunks(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert size == 256 * chunk
     assert peak < (STORES_IN_FLIGHT + 4) * chunk, f"peak {peak} bytes for a {size}-byte file"
+
+
+async def test_an_encrypted_ingest_stores_each_chunk_sealed_in_order(tmp_path: Path) -> None:
+    key = bytes(range(32))
+    piece = sealing.plain_chunk_size(K64)
+    data = os.urandom(9 * piece + 77)  # more chunks than the pipeline's buffers
+    path = tmp_path / "secret.bin"
+    await asyncio.to_thread(path.write_bytes, data)
+    async with await FileChunkStore.open(tmp_path / "store", quota=1 << 30) as store:
+        m = await ingest_file(store, path, chunk_size=K64, created=WHEN, key=key)
+        assert m.name == sealing.ENCRYPTED_NAME and len(m.chunk_ids) == 10
+        plain = b"".join(
+            [
+                sealing.decrypt_chunk(key, i, await store.read(cid))
+                for i, cid in enumerate(m.chunk_ids)
+            ]
+        )
+    assert plain == data
+    assert sealing.unseal(key, m.sealed or "").sha256 == hashlib.sha256(data).hexdigest()
