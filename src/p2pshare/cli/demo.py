@@ -212,10 +212,17 @@ def _write_random(path: Path, size: int) -> None:
             left -= n
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+"""Besides ctrl-C (SIGINT), the signals that stop the demo and its processes."""
+
+
 def run_demo(console: Console) -> None:
     """Run the demo until ctrl-C; always stop the processes and remove the temp dir."""
     root = Path(tempfile.mkdtemp(prefix="p2pshare-demo-"))
     cluster = Cluster(root)
+    # a kill or a closed terminal stops the demo like ctrl-C: its processes run in sessions
+    # of their own (so ctrl-C reaches only the demo) and would be left running otherwise
+    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in STOP_SIGNALS}
     try:
         asyncio.run(_demo(root, cluster, console))
     except KeyboardInterrupt:
@@ -223,4 +230,6 @@ def run_demo(console: Console) -> None:
     finally:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     console.print("stopped; every demo process has exited")
