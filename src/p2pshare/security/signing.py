@@ -25,6 +25,7 @@ import re
 import secrets
 from collections import deque
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature
@@ -61,6 +62,9 @@ WEAK_KEYS = frozenset(
 """The encodings (canonical or not) of the 8 Ed25519 points of small order. A signature for
 such a key can be made without any private key (e.g. R = identity, S = 0 verifies for every
 message under the identity point), so they are refused as keys."""
+KEY_CACHE_SIZE = 16_384
+"""Public keys whose node id and key object :func:`verify` keeps (least recently used first
+out): a key is hashed and loaded once, not on every request its node signs."""
 _FIELDS = ("node", "key", "time", "nonce", "sig")
 _FIELD_RE = {
     "node": re.compile(r"n[a-z2-7]{34}"),
@@ -198,7 +202,8 @@ def verify(
     header is missing or malformed, the key is not the node's, the time is outside
     ``window`` seconds of ``now``, or the signature does not match."""
     header = parse_header(value)
-    if not is_valid_node_id(header.node_id) or node_id_of(header.public_key) != header.node_id:
+    key_node_id, key = _public_key(header.public_key)
+    if key_node_id != header.node_id or not is_valid_node_id(header.node_id):
         raise Unauthenticated(f"the key in the signature header is not node {header.node_id}'s")
     if header.public_key in WEAK_KEYS:
         raise Unauthenticated("the key in the signature header is a weak (small-order) key")
@@ -210,10 +215,17 @@ def verify(
         )
     message = canonical(method, target, header.time_ms, header.nonce, body_sha256, header.node_id)
     try:
-        Ed25519PublicKey.from_public_bytes(header.public_key).verify(header.signature, message)
+        key.verify(header.signature, message)
     except InvalidSignature:
         raise Unauthenticated("the request's signature does not match its contents") from None
     return header
+
+
+@lru_cache(maxsize=KEY_CACHE_SIZE)
+def _public_key(raw: bytes) -> tuple[str, Ed25519PublicKey]:
+    """Return the node id of the raw public key ``raw`` and the key, loaded (both pure
+    functions of ``raw``, so they are kept for the keys seen most recently)."""
+    return node_id_of(raw), Ed25519PublicKey.from_public_bytes(raw)
 
 
 class ReplayGuard:

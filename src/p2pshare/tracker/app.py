@@ -22,6 +22,7 @@ from p2pshare.tracker.audit import AuditDesk
 from p2pshare.tracker.cache import DetailCache
 from p2pshare.tracker.clock import Clock, SystemClock
 from p2pshare.tracker.db import Database, async_url, sqlite_path
+from p2pshare.tracker.fastlane import FastLane
 from p2pshare.tracker.guard import SourceRateLimit
 from p2pshare.tracker.limits import BodySizeLimit
 from p2pshare.tracker.liveness import Liveness, flush_once, run_flusher
@@ -126,6 +127,7 @@ def create_app(settings: TrackerSettings, *, clock: Clock | None = None) -> Fast
     )
     problems.install(app)
     app.include_router(router)
+    app.add_middleware(FastLane)  # innermost: inside the limits below
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_size)
     app.add_middleware(SourceRateLimit, limits=settings.limits)  # outermost: cheapest refusal
     return app

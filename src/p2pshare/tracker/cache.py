@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -44,11 +44,48 @@ class FileSnapshot:
     leeching: tuple[Any, ...]
     """rows (node columns...) of the active leechers"""
     last_audit: datetime | None = None
+    _layout: HolderLayout | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def layout(self) -> HolderLayout:
+        """Return ``held`` arranged for building answers (made on first use, then kept)."""
+        layout = self._layout
+        if layout is None:
+            layout = HolderLayout.of(self.manifest, self.held)
+            object.__setattr__(self, "_layout", layout)
+        return layout
 
     @property
     def weight(self) -> int:
         """Return the size of this snapshot in chunk ids and rows."""
         return len(self.manifest.chunk_ids) + len(self.held) + len(self.leeching)
+
+
+@dataclass(frozen=True, slots=True)
+class HolderLayout:
+    """The replica rows of a snapshot arranged by node and by chunk."""
+
+    rows: dict[str, Any]
+    """node id -> the node's first row, in row order"""
+    holders: dict[str, tuple[str, ...]]
+    """chunk id -> the node ids holding it, in row order (every distinct chunk id is a key)"""
+    complete: tuple[str, ...]
+    """the node ids holding every chunk of a file that has chunks, in row order"""
+
+    @classmethod
+    def of(cls, manifest: Manifest, held: tuple[Any, ...]) -> HolderLayout:
+        """Return the layout of the rows ``held`` (``chunk_id``, ``node_id``, ...)."""
+        rows: dict[str, Any] = {}
+        holders: dict[str, list[str]] = {cid: [] for cid in manifest.chunk_ids}
+        counts: dict[str, int] = {}
+        for r in held:
+            node_id = r.node_id
+            holders.setdefault(r.chunk_id, []).append(node_id)
+            rows.setdefault(node_id, r)
+            counts[node_id] = counts.get(node_id, 0) + 1
+        distinct = len(set(manifest.chunk_ids))
+        complete = tuple(n for n, c in counts.items() if distinct and c == distinct)
+        return cls(rows, {cid: tuple(ns) for cid, ns in holders.items()}, complete)
 
 
 @dataclass(slots=True)

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from p2pshare.core.messages import NodeAnnounce, NodeInfo
+from p2pshare.core.messages import Holder, NodeAnnounce, NodeInfo
 from p2pshare.tracker.clock import Clock
 from p2pshare.tracker.settings import OFFLINE_AFTER_INTERVALS
 
@@ -33,27 +33,51 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class NodeState:
-    """A node's last announce and when it arrived."""
+    """A node's last announce and when it arrived.
+
+    The views of it the API shows (:meth:`info`, :meth:`holder`) are made once per state and
+    online flag: every file detail naming the node shows the same (immutable) ones until its
+    next announce replaces the state.
+    """
 
     announce: NodeAnnounce
     seen: float
     """monotonic seconds"""
     seen_at: datetime
     """wall time, UTC"""
+    _views: dict[bool, tuple[NodeInfo, Holder]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def info(self, *, online: bool) -> NodeInfo:
         """Return the node as the API shows it."""
-        a = self.announce
-        return NodeInfo(
-            node_id=a.node_id,
-            name=a.name,
-            address=a.address,
-            offered_bytes=a.offered_bytes,
-            used_bytes=a.used_bytes,
-            free_bytes=a.free_bytes,
-            last_seen=self.seen_at,
-            online=online,
-        )
+        return self._view(online)[0]
+
+    def holder(self, *, online: bool) -> Holder:
+        """Return the node as a holder of a chunk in a file detail."""
+        return self._view(online)[1]
+
+    def _view(self, online: bool) -> tuple[NodeInfo, Holder]:
+        view = self._views.get(online)
+        if view is None:
+            a = self.announce
+            info = NodeInfo(
+                node_id=a.node_id,
+                name=a.name,
+                address=a.address,
+                offered_bytes=a.offered_bytes,
+                used_bytes=a.used_bytes,
+                free_bytes=a.free_bytes,
+                last_seen=self.seen_at,
+                online=online,
+            )
+            view = self._views[online] = (info, holder_of(info))
+        return view
+
+
+def holder_of(info: NodeInfo) -> Holder:
+    """Return the holder entry of a node shown as ``info``."""
+    return Holder(node_id=info.node_id, address=info.address, online=info.online, name=info.name)
 
 
 def reserved_bytes(a: NodeAnnounce) -> int:

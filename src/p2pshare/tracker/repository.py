@@ -15,7 +15,6 @@ written behind within one flush period, stands in.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -53,7 +52,7 @@ from p2pshare.core.messages import (
 from p2pshare.tracker.cache import DetailCache, FileSnapshot
 from p2pshare.tracker.clock import Clock
 from p2pshare.tracker.db import Database
-from p2pshare.tracker.liveness import FlushBatch, Liveness, reserved_bytes
+from p2pshare.tracker.liveness import FlushBatch, Liveness, holder_of, reserved_bytes
 from p2pshare.tracker.models import Base, Chunk, Event, File, Leecher, Node, Replica
 
 log = logging.getLogger(__name__)
@@ -133,6 +132,15 @@ class Repository:
         if state is not None:
             return state.info(online=online)
         return None if row is None else _node_info_from_row(row, online)
+
+    def _holder_views(self, row: Row[Any], node_id: str) -> tuple[NodeInfo, Holder]:
+        """Return what is known of ``node_id`` as :meth:`node_info` does, and as a holder."""
+        state = self.liveness.get(node_id)
+        online = self.liveness.is_online(node_id)
+        if state is not None:
+            return state.info(online=online), state.holder(online=online)
+        info = _node_info_from_row(row, online)
+        return info, holder_of(info)
 
     async def save_node(self, a: NodeAnnounce) -> None:
         """Insert or update the row of the announcing node now (it is new or changed)."""
@@ -462,23 +470,19 @@ class Repository:
     def _detail_of(self, snap: FileSnapshot) -> FileDetail:
         """Return the detail of a snapshot, with who is online as of now."""
         manifest = snap.manifest
+        layout = snap.layout
         infos: dict[str, NodeInfo] = {}
-        holders_of: dict[str, list[str]] = defaultdict(list)
-        for r in snap.held:
-            holders_of[r.chunk_id].append(r.node_id)
-            if r.node_id not in infos:
-                infos[r.node_id] = self.node_info(r, r.node_id)  # type: ignore[assignment]
+        entries: dict[str, Holder] = {}
+        for node_id, row in layout.rows.items():
+            infos[node_id], entries[node_id] = self._holder_views(row, node_id)
 
         def online_first(info: NodeInfo) -> tuple[bool, str]:
             return (not info.online, info.node_id)
 
         per_chunk: dict[str, tuple[list[Holder], int]] = {}
         for cid in set(manifest.chunk_ids):
-            nodes = sorted((infos[n] for n in holders_of.get(cid, ())), key=online_first)
-            holders = [
-                Holder(node_id=n.node_id, address=n.address, online=n.online, name=n.name)
-                for n in nodes
-            ]
+            nodes = sorted((infos[n] for n in layout.holders[cid]), key=online_first)
+            holders = [entries[n.node_id] for n in nodes]
             per_chunk[cid] = (holders, sum(1 for n in nodes if n.online))
         chunks = [
             ChunkHolders(
@@ -486,13 +490,7 @@ class Repository:
             )
             for i, cid in enumerate(manifest.chunk_ids)
         ]
-        distinct = len(per_chunk)
-        counts: dict[str, int] = defaultdict(int)
-        for r in snap.held:
-            counts[r.node_id] += 1
-        seeders = sorted(
-            (infos[n] for n, c in counts.items() if distinct and c == distinct), key=online_first
-        )
+        seeders = sorted((infos[n] for n in layout.complete), key=online_first)
         leechers = sorted(
             (i for r in snap.leeching if (i := self.node_info(r, r.node_id)) is not None),
             key=online_first,

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.responses import Response
+from starlette.types import Scope
 
 from p2pshare import __version__
 from p2pshare.core.errors import Forbidden, InvalidInput
@@ -78,9 +79,10 @@ Limit = Annotated[
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip")]
 
 
-async def _file_id(
-    file_id: Annotated[str, PathParam(description="the file id: 64 lowercase hex characters")],
-) -> str:
+FileIdParam = Annotated[str, PathParam(description="the file id: 64 lowercase hex characters")]
+
+
+async def _file_id(file_id: FileIdParam) -> str:
     return validate_id(file_id, "file id")
 
 
@@ -91,15 +93,22 @@ async def _signer(request: Request, t: State) -> str:
     """Return the node id that signed ``request``; raise :class:`Unauthenticated` unless its
     signature header is valid, fresh and not seen before (design.md §6)."""
     body = await request.body()  # cached by Starlette: the body model reads the same bytes
-    path = request.scope.get("raw_path") or request.scope["path"].encode()
+    return signer_of(t, request.scope, request.headers.get(HEADER), body)
+
+
+def signer_of(t: TrackerState, scope: Scope, header: str | None, body: bytes) -> str:
+    """Return the node id that signed the request of ``scope`` with signature ``header`` and
+    ``body``; raise :class:`Unauthenticated` unless the signature is valid, fresh and not seen
+    before (then it is remembered: the same signed request is accepted once)."""
+    path = scope.get("raw_path") or scope["path"].encode()
     target = path.split(b"?", 1)[0].decode("latin-1")
-    query = request.scope.get("query_string", b"")
+    query = scope.get("query_string", b"")
     if query:
         target += "?" + query.decode("latin-1")
     now = time.time()
-    header = verify(request.headers.get(HEADER), request.method, target, body_sha256(body), now=now)
-    t.replays.check(header, now=now)
-    return header.node_id
+    checked = verify(header, scope["method"], target, body_sha256(body), now=now)
+    t.replays.check(checked, now=now)
+    return checked.node_id
 
 
 Signer = Annotated[str, Depends(_signer)]
@@ -127,6 +136,16 @@ async def announce(body: NodeAnnounce, t: State, signer: Signer) -> Response:
     Liveness is kept in memory and written behind; only a new or changed node (name,
     address, offered bytes) is written before the answer. Signed by the node itself.
     """
+    # Most announces are answered by ``tracker/fastlane.py`` with the same steps; this route
+    # answers the rest (another content type, a body that is not a JSON object).
+    return Response(await record_announce(t, body, signer), media_type="application/json")
+
+
+async def record_announce(t: TrackerState, body: NodeAnnounce, signer: str) -> bytes:
+    """Record the announce ``body`` signed by ``signer``; return the JSON answer.
+
+    Raises :class:`Forbidden` when the announce speaks for another node.
+    """
     _acting_as(signer, body.node_id)
     if t.liveness.needs_row_write(body):
         await t.repo.save_node(body)
@@ -136,7 +155,7 @@ async def announce(body: NodeAnnounce, t: State, signer: Signer) -> Response:
     audits = t.audits.take(body.node_id)
     reclaim = t.repairs.take_reclaims(body.node_id)
     if not repairs and not audits and not reclaim:
-        return Response(t.announce_ack, media_type="application/json")
+        return t.announce_ack
     ack = AnnounceAck(
         heartbeat_interval=t.settings.heartbeat_interval,
         offline_after=t.liveness.offline_after,
@@ -144,7 +163,7 @@ async def announce(body: NodeAnnounce, t: State, signer: Signer) -> Response:
         audits=audits,
         reclaim=reclaim,
     )
-    return answer(ack)
+    return ack.model_dump_json().encode()
 
 
 @router.post("/nodes/{node_id}/lost", response_model=Receipt, tags=["nodes"])
@@ -259,9 +278,11 @@ async def list_files(
 
 
 @router.get("/files/{file_id}", response_model=FileDetail, tags=["files"])
-async def file_detail(file_id: FileId, t: State) -> Response:
+async def file_detail(file_id: FileIdParam, request: Request) -> Response:
     """Download steps 1-3: the manifest, seeders, leechers and the holders of every chunk."""
-    return answer(await t.repo.file_detail(file_id))
+    # the busiest read: no dependencies to solve (same checks as ``FileId`` and ``State``)
+    t: TrackerState = request.app.state.tracker
+    return answer(await t.repo.file_detail(validate_id(file_id, "file id")))
 
 
 @router.post("/files/{file_id}/leechers", response_model=Receipt, tags=["files"])

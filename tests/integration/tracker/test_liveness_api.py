@@ -66,3 +66,34 @@ async def test_silent_node_goes_offline_and_is_listed_last(start_tracker: StartT
         await announce(t.client, node("a"))
         d = FileDetail.model_validate_json((await t.client.get(f"/v1/files/{m.file_id}")).content)
         assert all(c.replicas_online == 3 for c in d.chunks)
+
+
+async def test_a_detail_shows_each_holder_as_of_its_last_announce(
+    start_tracker: StartTracker,
+) -> None:
+    """The holder entries and seeders of a cached detail follow every announce."""
+    async with start_tracker(heartbeat_interval=INTERVAL) as t:
+        await announce(t.client, node("owner"), node("a", free=500))
+        m = manifest(2)
+        r = await t.client.post("/v1/files", json=body(registration(m, nid("owner"), [nid("a")])))
+        assert r.status_code == 201
+
+        async def seen() -> tuple[list[tuple[str, int, bool]], list[tuple[str | None, str]]]:
+            raw = (await t.client.get(f"/v1/files/{m.file_id}")).content
+            d = FileDetail.model_validate_json(raw)
+            seeders = [(s.node_id, s.free_bytes, s.online) for s in d.seeders]
+            holders = [(h.name, h.address) for c in d.chunks for h in c.holders]
+            return seeders, holders
+
+        before = await seen()
+        assert before == await seen()  # a cached read answers the same
+        assert (nid("a"), 500, True) in before[0]
+        t.clock.advance(1)
+        moved = node("a", free=200).model_copy(update={"name": "renamed", "address": "http://x:1"})
+        await announce(t.client, moved)
+        seeders, holders = await seen()
+        assert (nid("a"), 200, True) in seeders
+        assert ("renamed", "http://x:1") in holders and ("node a", before[1][0][1]) not in holders
+        t.clock.advance(3 * INTERVAL + 1)
+        seeders, _ = await seen()
+        assert (nid("a"), 200, False) in seeders

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
 
@@ -120,3 +122,39 @@ async def test_bounded_in_weight_and_oversized_snapshots_are_not_kept() -> None:
 
         await cache.get(key, small)
     assert len(cache) == 3  # 4 x 3 > 10: the oldest went
+
+
+def test_the_layout_arranges_the_rows_by_chunk_and_by_node() -> None:
+    snap = snapshot(chunks=3)
+    c0, c1, c2 = snap.manifest.chunk_ids
+    row = SimpleNamespace
+    held = (
+        row(chunk_id=c1, node_id="x", n=1),
+        row(chunk_id=c0, node_id="y", n=2),
+        row(chunk_id=c0, node_id="x", n=3),
+        row(chunk_id=c2, node_id="x", n=4),
+        row(chunk_id=c2, node_id="z", n=5),
+    )
+    layout = replace(snap, held=held).layout
+    assert layout.holders == {c0: ("y", "x"), c1: ("x",), c2: ("x", "z")}
+    assert {n: r.n for n, r in layout.rows.items()} == {"x": 1, "y": 2, "z": 5}
+    assert list(layout.rows) == ["x", "y", "z"]
+    assert layout.complete == ("x",)
+
+
+def test_the_layout_counts_a_repeated_chunk_once_and_lists_chunks_nobody_holds() -> None:
+    snap = snapshot(chunks=3)
+    c0, c1, _ = snap.manifest.chunk_ids
+    twice = snap.manifest.model_copy(update={"chunk_ids": [c0, c1, c0]})
+    held = (SimpleNamespace(chunk_id=c0, node_id="x"), SimpleNamespace(chunk_id=c1, node_id="x"))
+    layout = replace(snap, manifest=twice, held=held).layout
+    assert layout.complete == ("x",)
+    alone = replace(snap, held=held[:1]).layout
+    assert alone.holders[c1] == () and alone.complete == ()
+    nobody = replace(snap, held=()).layout
+    assert nobody.complete == () and nobody.rows == {}
+
+
+def test_the_layout_is_made_once_per_snapshot() -> None:
+    snap = snapshot(chunks=2)
+    assert snap.layout is snap.layout

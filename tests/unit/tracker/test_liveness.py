@@ -141,3 +141,32 @@ async def test_flush_keeps_the_batch_when_the_write_fails(live: Liveness) -> Non
     assert [r["free_bytes"] for r in store.batches[0].seen] == [7]
     assert await flush_once(live, store) is True  # nothing pending: no write
     assert len(store.batches) == 1
+
+
+def test_the_views_of_a_state_are_made_once_and_follow_each_announce(
+    live: Liveness, clock: FakeClock
+) -> None:
+    first = live.record(ann(A, free=50))
+    info, holder = first.info(online=True), first.holder(online=True)
+    assert first.info(online=True) is info and first.holder(online=True) is holder
+    assert (info.node_id, info.free_bytes, info.online, info.last_seen) == (
+        A,
+        50,
+        True,
+        clock.now(),
+    )
+    assert (holder.node_id, holder.address, holder.name, holder.online) == (
+        A,
+        "http://127.0.0.1:7071",
+        "n",
+        True,
+    )
+    offline = first.info(online=False)
+    assert not offline.online and first.holder(online=False).online is False
+    assert offline.model_dump(exclude={"online"}) == info.model_dump(exclude={"online"})
+    clock.advance(1)
+    second = live.record(ann(A, free=20, name="m"))
+    assert second.info(online=True).free_bytes == 20
+    assert second.info(online=True).last_seen == clock.now()
+    assert second.holder(online=True).name == "m"
+    assert first.info(online=True) is info  # an old state keeps its own views
