@@ -47,8 +47,10 @@ from p2pshare.core.node_messages import (
 )
 from p2pshare.core.placement import ChunkNeed, PlacementError, plan_placement
 from p2pshare.core.sizes import format_size
+from p2pshare.security import sealing
 from p2pshare.security.keys import load_or_create_file_key
-from p2pshare.storage.hasher import hash_file, ingest_file
+from p2pshare.storage import diskio
+from p2pshare.storage.hasher import ingest_file
 from p2pshare.transfer.context import NodeContext
 from p2pshare.transfer.privacy import shown
 from p2pshare.transfer.progress import Transfer
@@ -142,7 +144,7 @@ async def upload(ctx: NodeContext, req: UploadRequest, t: Transfer) -> TransferR
     t.move("hashing", f"hashing {name}")
     encrypt = ctx.encrypt if req.encrypt is None else req.encrypt
     t.set_total(2 * size if encrypt else size)
-    key = await _file_key(ctx, path, chunk_size, t) if encrypt else None
+    key, keyed_sha = await _file_key(ctx, path, size, chunk_size, t) if encrypt else (None, "")
     manifest = await ingest_file(
         ctx.store,
         path,
@@ -152,6 +154,9 @@ async def upload(ctx: NodeContext, req: UploadRequest, t: Transfer) -> TransferR
         on_progress=t.advance,
         key=key,
     )
+    if key is not None and sealing.unseal(key, manifest.sealed or "").sha256 != keyed_sha:
+        # the key was chosen for other bytes: using it for these could reuse its nonces
+        raise IntegrityError(f"{path}: changed while it was read (hashed twice, differently)")
     t.file_id = manifest.file_id
     existing = await _registered(ctx, manifest)
     if existing is not None:
@@ -179,12 +184,18 @@ async def upload(ctx: NodeContext, req: UploadRequest, t: Transfer) -> TransferR
     return shown(result, manifest, key)
 
 
-async def _file_key(ctx: NodeContext, path: Path, chunk_size: int, t: Transfer) -> bytes:
-    """Return the key to encrypt ``path`` with: the owner's key for this plaintext and chunk
-    size, made on first use (a resumed or repeated upload encrypts to the same chunks)."""
-    plain = await hash_file(path, chunk_size=chunk_size, created=datetime.now(UTC), name=path.name)
-    t.advance(plain.size)
-    return await asyncio.to_thread(load_or_create_file_key, ctx.data_dir, plain.sha256, chunk_size)
+async def _file_key(
+    ctx: NodeContext, path: Path, size: int, chunk_size: int, t: Transfer
+) -> tuple[bytes, str]:
+    """Return the key to encrypt ``path`` with, and the plaintext's SHA-256 it is kept under:
+    the owner's key for this plaintext and chunk size, made on first use (a resumed or repeated
+    upload encrypts to the same chunks)."""
+    sha256 = await asyncio.to_thread(diskio.hash_file, path)  # one pass: only the hash is needed
+    if sha256 is None:
+        raise NotFound(f"{path}: no such file")
+    t.advance(size)
+    key = await asyncio.to_thread(load_or_create_file_key, ctx.data_dir, sha256, chunk_size)
+    return key, sha256
 
 
 async def _registered(ctx: NodeContext, manifest: Manifest) -> FileDetail | None:
