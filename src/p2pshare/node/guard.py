@@ -64,12 +64,6 @@ class BodyStalled(web.HTTPRequestTimeout):
         super().__init__(reason=detail)
 
 
-READ_BUFFER = 256 * 1024
-"""Bytes of a request body buffered per connection before reading pauses: chunk pushes
-arrive in pieces this big (aiohttp's 64 KiB default made 16 pieces, each a thread hop, per
-MiB). Bounds memory at twice this per connection actively pushing."""
-
-
 class PeerGuard:
     """The limits of one peer API server (see the module docstring).
 
@@ -90,7 +84,6 @@ class PeerGuard:
         return {
             "keepalive_timeout": self.limits.header_timeout,
             "lingering_time": min(MAX_LINGER, self.limits.body_timeout),
-            "read_bufsize": READ_BUFFER,
         }
 
     def attach(self, server: web.Server | None) -> None:
