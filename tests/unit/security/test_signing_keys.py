@@ -7,6 +7,8 @@ import hashlib
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from p2pshare.core.errors import Unauthenticated
 from p2pshare.core.ids import node_id_of
@@ -56,3 +58,19 @@ def test_a_weak_key_is_refused_every_time_cached_or_not() -> None:
     for _ in range(2):
         with pytest.raises(Unauthenticated, match="weak"):
             verify(forged.render(), "POST", TARGET, SHA, now=NOW)
+
+
+@settings(max_examples=60, deadline=None)
+@given(label=st.text(max_size=8), bit=st.integers(0, 64 * 8 - 1))
+def test_the_checker_accepts_what_the_signer_makes_and_no_bit_flipped_signature(
+    label: str, bit: int
+) -> None:
+    # keys and signatures come from cryptography (OpenSSL), checks from PyNaCl (libsodium)
+    key = pair(label)
+    good = signing.parse_header(header(key))
+    assert verify(good.render(), "POST", TARGET, SHA, now=NOW).nonce == good.nonce
+    sig = bytearray(good.signature)
+    sig[bit // 8] ^= 1 << (bit % 8)
+    bad = SignedHeader(good.node_id, good.public_key, good.time_ms, good.nonce, bytes(sig))
+    with pytest.raises(Unauthenticated, match="does not match"):
+        verify(bad.render(), "POST", TARGET, SHA, now=NOW)
