@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import mmap
+
 import aiohttp
 from pydantic import ValidationError
 
@@ -113,7 +115,7 @@ class PeerClient:
         return receipt
 
     async def get_chunk(
-        self, address: str, chunk_id: str, size: int, *, into: bytearray | None = None
+        self, address: str, chunk_id: str, size: int, *, into: bytearray | mmap.mmap | None = None
     ) -> Fetched:
         """Read the ``size`` bytes of a chunk from ``address`` and hash them (the caller checks
         the hash against the id: a holder may lie).

@@ -25,6 +25,7 @@ filesystems) the same calls write through the cache.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import hashlib
@@ -120,6 +121,23 @@ def _pwrite_full(fd: int, data: memoryview, offset: int) -> None:
         done += os.pwrite(fd, data[done:], offset + done)
 
 
+def aligned_buffer(size: int) -> mmap.mmap:
+    """Return a new zeroed buffer of ``size`` bytes whose start is page-aligned: bytes read
+    into it go to a direct-I/O file without a copy through a staging buffer."""
+    return mmap.mmap(-1, max(1, size))
+
+
+def _direct_prefix(view: memoryview, offset: int) -> int:
+    """Return how many leading bytes of ``view`` can be written at ``offset`` by direct I/O
+    straight from its memory (whole blocks of an aligned, writable buffer at an aligned
+    offset), or 0."""
+    whole = len(view) // BLOCK * BLOCK
+    if not whole or offset % BLOCK or view.readonly or not view.c_contiguous:
+        return 0
+    address = ctypes.addressof(ctypes.c_char.from_buffer(view))
+    return whole if address % BLOCK == 0 else 0
+
+
 class BlockFile:
     """Writes and reads bytes at block-aligned offsets of one open file: by direct I/O through
     a staging buffer when ``fd`` is in direct mode, plainly otherwise.
@@ -141,6 +159,14 @@ class BlockFile:
         if not self.direct:
             _pwrite_full(self.fd, view, offset)
             return
+        whole = _direct_prefix(view, offset)
+        if whole:  # straight from the caller's aligned buffer: no copy
+            if not self._write_direct(view[:whole], offset):
+                _pwrite_full(self.fd, view, offset)  # refused: all of it through the cache
+                return
+            view, offset = view[whole:], offset + whole
+            if not view:
+                return
         stage = _STAGES.take()
         try:
             with memoryview(stage) as staged:
@@ -162,17 +188,24 @@ class BlockFile:
             return
         length = _padded(n)
         staged[n:length] = bytes(length - n)
+        if not self._write_direct(staged[:length], offset):
+            _pwrite_full(self.fd, staged[:n], offset)
+            return
+        if end_of_file and length != n:
+            os.ftruncate(self.fd, offset + n)
+
+    def _write_direct(self, blocks: memoryview, offset: int) -> bool:
+        """Write whole ``blocks`` of aligned memory at ``offset`` by direct I/O; return False,
+        having written nothing and switched to the page cache, if the kernel refuses it."""
         try:
-            _pwrite_full(self.fd, staged[:length], offset)
+            _pwrite_full(self.fd, blocks, offset)
         except OSError as exc:
             if exc.errno != errno.EINVAL:
                 raise
             self.direct = False  # refused after all: through the page cache from here on
             _buffered(self.fd)
-            _pwrite_full(self.fd, staged[:n], offset)
-            return
-        if end_of_file and length != n:
-            os.ftruncate(self.fd, offset + n)
+            return False
+        return True
 
     def read_into(self, into: memoryview, offset: int) -> int:
         """Read up to ``len(into)`` bytes at ``offset``; return how many (fewer at the end of
@@ -353,6 +386,11 @@ class Appender:
             self._out.write_at(view, self.written)
             self.written += len(view)
             return
+        whole = 0 if self._staged else _direct_prefix(view, self.written)
+        if whole:  # whole blocks of an aligned buffer: written from it, not staged
+            self._out.write_at(view[:whole], self.written)
+            self.written += whole
+            view = view[whole:]
         while view:
             n = min(len(view), STAGE_SIZE - self._staged)
             with memoryview(self._stage) as staged:

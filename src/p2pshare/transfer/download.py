@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import mmap
 import os
 import time
 from collections import defaultdict
@@ -52,7 +53,7 @@ from p2pshare.core.node_messages import (
     transfer_result,
 )
 from p2pshare.core.scheduler import ChunkSource, DownloadScheduler, FailureKind
-from p2pshare.storage.diskio import BlockFile, try_direct
+from p2pshare.storage.diskio import BlockFile, aligned_buffer, try_direct
 from p2pshare.transfer.context import NodeContext
 from p2pshare.transfer.privacy import decrypt_file, opened, shown
 from p2pshare.transfer.progress import Transfer
@@ -377,19 +378,21 @@ async def _fetch_all(
     running: dict[tuple[str, str], asyncio.Task[None]] = {}
     # a chunk's bytes are held from the fetch until written: at most ``total`` chunks at once,
     # whatever the file size (the scheduler frees a request's slot as soon as it arrives).
-    # The buffers are reused: no fresh 4 MiB mapping (and its page faults) per chunk.
+    # The buffers are reused: no fresh 4 MiB mapping (and its page faults) per chunk; and
+    # page-aligned, so the part file and the store's copy are written from them by direct
+    # I/O without a copy into a staging buffer.
     slots = asyncio.Semaphore(ctx.total)
     largest = max(sizes.values(), default=0)
-    free: list[bytearray] = []
+    free: list[mmap.mmap] = []
 
     async def fetch(cid: str, holder: str) -> None:
         async with slots:
-            buf = free.pop() if free else bytearray(largest)
+            buf = free.pop() if free else aligned_buffer(largest)
             await fetch_and_write(cid, holder, buf)
             # not on cancellation: a worker thread may still be reading the buffer then
             free.append(buf)
 
-    async def fetch_and_write(cid: str, holder: str, buf: bytearray) -> None:
+    async def fetch_and_write(cid: str, holder: str, buf: mmap.mmap) -> None:
         kind: FailureKind | None = None
         try:
             fetched = await ctx.peers.get_chunk(addresses[holder], cid, sizes[cid], into=buf)
