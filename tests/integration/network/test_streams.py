@@ -32,7 +32,9 @@ BODY = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4 bytes
 @dataclass
 class Server:
     address: str
-    connections: set[int] = field(default_factory=set)
+    connections: set[tuple[str, int]] = field(default_factory=set)
+    """the client ends (address, port) seen: one per connection (an id() of a closed
+    transport may be reused by the next one)"""
     requests: int = 0
 
 
@@ -44,7 +46,7 @@ async def _serve(
     async def chunk(request: web.Request) -> web.StreamResponse:
         state.requests += 1
         assert request.transport is not None
-        state.connections.add(id(request.transport))
+        state.connections.add(request.transport.get_extra_info("peername")[:2])
         name = request.match_info["name"]
         if name == "missing":
             raise NotFound("this node has no chunk missing")
@@ -57,7 +59,7 @@ async def _serve(
     async def push(request: web.Request) -> web.Response:
         state.requests += 1
         assert request.transport is not None
-        state.connections.add(id(request.transport))
+        state.connections.add(request.transport.get_extra_info("peername")[:2])
         if request.match_info["name"] == "refuse":
             raise ReservationError("no reservation r1 here")
         body = await request.read()
