@@ -33,7 +33,8 @@ Workloads (``--only`` takes these names; rows are named as in brackets):
               SQLite database before it starts, with its own migrations and table models in
               one transaction (10 ms per signed registration would make 100k take 17 min).
 
-Every workload runs one discarded warm-up round, then ``--rounds`` rounds in which ours and
+Every workload runs one discarded warm-up round (but ``encrypted``, which follows the same
+plain work on a warm machine), then ``--rounds`` rounds in which ours and
 each anchor take turns (ours, anchor 1, anchor 2, ours, ...); rows report medians. Transfers
 run among real processes of the test harness (``tests/integration/network/cluster.py``: a
 tracker and nodes on loopback, TLS with pinned certificates), each download by a fresh node
@@ -97,6 +98,7 @@ import tracker_load  # noqa: E402
 MiB = 1 << 20
 GiB = 1 << 30
 MB = 1e6
+NO_WARM_UP = "no warm-up round of its own (it follows the same plain work on a warm machine)"
 WORKLOADS = (
     "limits",
     "download-1",
@@ -629,9 +631,12 @@ class Suite:
         ours: Contender,
         anchors: dict[str, Contender | None],
         unit: str,
+        *,
+        warm_up: bool = True,
     ) -> tuple[list[float], dict[str, list[float]], dict[str, str]]:
-        """Run the warm-up and the rounds, ours then each anchor in turn; return our values,
-        each anchor's values and each failed anchor's error (it is not run again)."""
+        """Run the warm-up (unless not ``warm_up``) and the rounds, ours then each anchor in
+        turn; return our values, each anchor's values and each failed anchor's error (it is
+        not run again)."""
         values: list[float] = []
         anchor_values: dict[str, list[float]] = {name: [] for name in anchors}
         errors: dict[str, str] = {}
@@ -639,6 +644,8 @@ class Suite:
             if fn is None:
                 errors[name] = self.anchors.error or "not available"
         for rnd in self.plan.rounds_list():
+            if rnd == 0 and not warm_up:
+                continue
             tag = "warm-up" if rnd == 0 else f"round {rnd}"
             value = ours()
             print(f"    {title:<18} {tag:<8} ours {value:10.1f} {unit}", flush=True)
@@ -1025,14 +1032,16 @@ class Suite:
 
     def w_encrypted(self) -> None:
         """Rows upload-encrypted and download-1-encrypted (no anchors: BitTorrent has no
-        encrypted files to compare with)."""
+        encrypted files to compare with). They run right after the plain upload and downloads,
+        the same work on a machine already warm, so without a warm-up of their own: that keeps
+        ``make bench`` under its 20 minutes on a slow day (it took 21 with them)."""
         size = self.plan.size
 
         def upload() -> float:
             run = self.upload_once(encrypt=True)
             return size / MB / float(run.doc["seconds"])
 
-        values, _, _ = self.interleave("upload-encrypted", upload, {}, "MB/s")
+        values, _, _ = self.interleave("upload-encrypted", upload, {}, "MB/s", warm_up=False)
         self.add(
             {
                 "workload": "upload-encrypted",
@@ -1043,6 +1052,7 @@ class Suite:
                 "limit": self.limit_cell("disk", 3),
                 "bytes": size,
                 "replicas": 2,
+                "note": NO_WARM_UP,
             }
         )
         shared = self.net.share(size, encrypt=True)
@@ -1053,7 +1063,7 @@ class Suite:
             seconds.append(got["node_s"][0])
             return shared.size / MB / got["node_s"][0]
 
-        values, _, _ = self.interleave("download-1-encrypted", download, {}, "MB/s")
+        values, _, _ = self.interleave("download-1-encrypted", download, {}, "MB/s", warm_up=False)
         self.add(
             {
                 "workload": "download-1-encrypted",
@@ -1065,6 +1075,7 @@ class Suite:
                 "bytes": size,
                 "node_seconds": seconds[-len(values) :],
                 "holders": 3,
+                "note": NO_WARM_UP,
             }
         )
 
