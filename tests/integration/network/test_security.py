@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import random
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,6 +146,40 @@ def _put(net: Cluster, holder: str, data: bytes, reservation: str, label: str | 
 def _signed_put(target: str, cid: str, label: str) -> dict[str, str]:
     """A push's signature covers its body by the chunk id."""
     return sign_request(keys(label), "PUT", target, cid, now=time.time())
+
+
+def test_an_encrypted_upload_of_a_file_changing_while_read_is_refused(
+    net: Cluster, tmp_path: Path
+) -> None:
+    # The key is chosen from the file's bytes in a first pass; a second pass that read other
+    # bytes would encrypt them under a key (and nonces) made for the first: refused, nothing
+    # registered. Another thread rewrites bytes of the file all through the upload.
+    n1 = net.nodes["n1"]
+    src = tmp_path / "moving.bin"
+    size = 8 << 20
+    src.write_bytes(random.Random(3).randbytes(size))
+    stop = threading.Event()
+
+    def churn() -> None:
+        rnd, deadline = random.Random(4), time.monotonic() + 120
+        fd = os.open(src, os.O_WRONLY)
+        try:
+            while not stop.is_set() and time.monotonic() < deadline:
+                os.pwrite(fd, rnd.randbytes(64), rnd.randrange(size - 64))
+        finally:
+            os.close(fd)
+
+    writer = threading.Thread(target=churn)
+    writer.start()
+    try:
+        proc = net.cli(n1, "upload", str(src), "--auto", "--encrypt", "--replicas", "2")
+    finally:
+        stop.set()
+        writer.join(30)
+    assert proc.returncode != 0, proc.stdout
+    assert "changed while it was read (hashed twice, differently)" in proc.stderr, proc.stderr
+    listed = net.get("/v1/files", limit="500")["items"]
+    assert all(f["name"] != src.name for f in listed)
 
 
 def test_a_push_needs_the_pushers_own_reservation(net: Cluster) -> None:
