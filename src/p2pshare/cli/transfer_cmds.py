@@ -301,9 +301,11 @@ def print_upload_summary(console: Console, result: TransferResult) -> None:
 def print_download_summary(console: Console, result: TransferResult) -> None:
     """Print a download's one-line summary and which nodes served it."""
     rate = result.size / result.seconds / 2**20 if result.seconds > 0 else 0.0
+    checked = "verified" if result.sha256_checked else "as uploaded, not re-hashed"
     console.print(
         f"downloaded {result.name} to {result.path}: {format_size(result.size)} in "
-        f"{result.seconds:.1f}s ({rate:.1f} MiB/s), sha256 {result.sha256} verified"
+        f"{result.seconds:.1f}s ({rate:.1f} MiB/s), every chunk verified against the file id; "
+        f"sha256 {result.sha256} {checked}"
     )
     if result.holders:
         console.print(
@@ -329,10 +331,20 @@ def download_cmd(
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    check_sha256: Annotated[
+        bool,
+        typer.Option(
+            "--check-sha256",
+            help="Also hash the whole file and compare it with the SHA-256 the uploader "
+            "registered (one more pass over the file; every chunk is verified against the "
+            "file id either way).",
+        ),
+    ] = False,
     node: NodeOption = None,
 ) -> None:
     """Download a file by its id or share link, from several holders at once, verifying
-    every byte (and decrypting an encrypted file with the key in its link)."""
+    every byte against the file id (and decrypting an encrypted file with the key in its
+    link)."""
     c: Context = ctx.obj
     link = parse_link(file_id)
     key = encode_key(link.key) if link.key is not None else None
@@ -347,7 +359,13 @@ def download_cmd(
             name = part.name if part is not None else detail.manifest.name
             out = (output or Path(name)).expanduser().absolute()
             info = await client.start_download(
-                DownloadRequest(file_id=link.file_id, path=str(out), force=force, key=key)
+                DownloadRequest(
+                    file_id=link.file_id,
+                    path=str(out),
+                    force=force,
+                    key=key,
+                    check_sha256=check_sha256,
+                )
             )
             return await follow(client, info, show=not c.json, console=console)
 
@@ -360,6 +378,7 @@ def download_cmd(
                 "encrypted": result.encrypted,
                 "path": result.path,
                 "sha256": result.sha256,
+                "sha256_checked": result.sha256_checked,
                 "bytes": result.size,
                 "seconds": result.seconds,
                 "sources": [s.model_dump(mode="json") for s in result.holders],

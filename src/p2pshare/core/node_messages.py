@@ -101,6 +101,12 @@ class DownloadRequest(Message):
         pattern=r"^[A-Za-z0-9_-]{43}$",
         description="the file key of an encrypted file (the part of its share link after '#')",
     )
+    check_sha256: bool = Field(
+        default=False,
+        description="also hash the whole assembled file and compare it with the manifest's "
+        "SHA-256 (one more pass over the file; every chunk is verified against the file id "
+        "either way, and an encrypted file's plaintext SHA-256 is always checked)",
+    )
 
 
 TransferKind = Literal["upload", "download"]
@@ -136,6 +142,11 @@ class TransferResult(Message):
     size: int
     chunks: int
     sha256: HexId
+    sha256_checked: bool = Field(
+        default=False,
+        description="sha256 was computed here from the file's bytes (an upload, a download "
+        "with check_sha256, an encrypted download's plaintext), not only read from the manifest",
+    )
     path: str
     seconds: float
     holders: list[HolderShare] = Field(
@@ -157,6 +168,8 @@ def transfer_result(
     seconds: float,
     holders: list[HolderShare],
     replicas: int | None = None,
+    *,
+    sha256_checked: bool,
 ) -> TransferResult:
     """Return the result of a transfer of the file ``manifest`` describes."""
     return TransferResult(
@@ -165,6 +178,7 @@ def transfer_result(
         size=manifest.size,
         chunks=len(manifest.chunk_ids),
         sha256=manifest.sha256,
+        sha256_checked=sha256_checked,
         path=path,
         seconds=round(seconds, 3),
         holders=holders,

@@ -5,12 +5,20 @@ the file id asked for (1-3); say this node is a leecher; fetch chunks from sever
 once, as :class:`~p2pshare.core.scheduler.DownloadScheduler` decides (rarest first,
 least-loaded holder, retry elsewhere after an error, timeout or bad hash), verify each and write
 it at its offset(s) in ``NAME.part``, keeping a copy in this node's store so it can serve it
-(4-5); check the whole file against the manifest and give it its name (never over an existing
-file unless forced); ack each holder that served it (6; the holders report to the tracker, 7);
-report completion and wait for the tracker's ack (8); report the chunks this node now holds.
+(4-5); give the file its name (never over an existing file unless forced); ack each holder
+that served it (6; the holders report to the tracker, 7); report completion and wait for the
+tracker's ack (8); report the chunks this node now holds.
 
 ``NAME.part.jsonl`` beside the part file lists the chunks written; an interrupted download
 re-verifies those from the part file and fetches only the rest.
+
+What is verified: every chunk against its id (its SHA-256) before it is written, and the chunk
+ids against the file id (their Merkle root) before anything is fetched, so the file is the one
+its id names, byte for byte (BitTorrent v2 and Tahoe-LAFS verify the same way). The
+manifest's whole-file SHA-256 is the uploader's statement; hashing the assembled file again to
+check it costs one more SHA-256 pass over every byte, about as much CPU as the rest of the
+download, so it is done on request (``check_sha256``). An encrypted file's plaintext SHA-256
+is always checked, in the decrypting pass that reads the file anyway.
 """
 
 from __future__ import annotations
@@ -223,8 +231,8 @@ async def download(ctx: NodeContext, req: DownloadRequest, t: Transfer) -> Trans
     record, entries = await asyncio.to_thread(JsonLines.open, record_path)
     kept = _Held()
     served: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # holder -> [chunks, bytes]
-    whole = _InOrderHash(writer, plan)
-    hashing = asyncio.create_task(whole.run(), name="whole-file-hash")
+    whole = _InOrderHash(writer, plan) if req.check_sha256 else None
+    hashing = asyncio.create_task(whole.run(), name="whole-file-hash") if whole else None
     try:
         t.move("fetching", f"fetching {len(sources)} chunks")
         t.set_total(manifest.size)
@@ -233,9 +241,9 @@ async def download(ctx: NodeContext, req: DownloadRequest, t: Transfer) -> Trans
             ctx, t, sched, writer, addresses, indices, sizes, plan, record, kept, served, whole
         )
 
-        t.move("verifying", "checking the whole file")
-        sha = await hashing
-        if sha != manifest.sha256:
+        t.move("verifying", "checking the whole file" if whole else "finishing the file")
+        sha = await hashing if hashing is not None else None
+        if sha is not None and sha != manifest.sha256:
             await asyncio.to_thread(record.remove)
             raise IntegrityError(  # noqa: TRY301 - the except below only cleans up
                 f"the assembled file hashes to {sha}, not {manifest.sha256}; "
@@ -250,9 +258,10 @@ async def download(ctx: NodeContext, req: DownloadRequest, t: Transfer) -> Trans
             await asyncio.to_thread(_finish_file, fd, plain, out, req.force)
             await asyncio.to_thread(part.unlink)
     except BaseException:
-        hashing.cancel()
-        with contextlib.suppress(BaseException):
-            await hashing  # its thread is done with the descriptor before it is closed
+        if hashing is not None:
+            hashing.cancel()
+            with contextlib.suppress(BaseException):
+                await hashing  # its thread is done with the descriptor before it is closed
         await asyncio.to_thread(os.close, fd)
         await asyncio.to_thread(os.close, writer.fd)
         await asyncio.to_thread(record.close)
@@ -268,7 +277,9 @@ async def download(ctx: NodeContext, req: DownloadRequest, t: Transfer) -> Trans
         for h, (c, b) in sorted(served.items())
         if c
     ]
-    result = transfer_result(manifest, str(out), time.monotonic() - started, sources)
+    result = transfer_result(
+        manifest, str(out), time.monotonic() - started, sources, sha256_checked=whole is not None
+    )
     return shown(result, manifest, key)
 
 
@@ -284,7 +295,7 @@ async def _resume(
     plan: ChunkPlan,
     record: JsonLines,
     kept: _Held,
-    whole: _InOrderHash,
+    whole: _InOrderHash | None,
 ) -> None:
     """Count chunks already in the part file (re-verified) or in this node's store."""
     listed = {e.get("chunk") for e in entries}
@@ -303,7 +314,8 @@ async def _resume(
             kept.add(cid)
         else:
             continue
-        whole.mark(idx)
+        if whole is not None:
+            whole.mark(idx)
         sched.mark_done(cid)
         t.advance(sizes[cid] * len(idx))
 
@@ -371,7 +383,7 @@ async def _fetch_all(
     record: JsonLines,
     kept: _Held,
     served: dict[str, list[int]],
-    whole: _InOrderHash,
+    whole: _InOrderHash | None,
 ) -> None:
     """Run the scheduler's requests until every chunk is written, or some chunk is stuck."""
     wake = asyncio.Event()
@@ -420,7 +432,8 @@ async def _fetch_all(
         wake.set()
         offsets = [plan.span(i).offset for i in indices[cid]]
         await asyncio.to_thread(_write_all, writer, data, offsets, plan.size)
-        whole.mark(indices[cid])
+        if whole is not None:
+            whole.mark(indices[cid])
         await asyncio.to_thread(record.append, [{"chunk": cid}])
         try:
             # hashed above; a copy kept to serve others, not flushed (the file itself is)

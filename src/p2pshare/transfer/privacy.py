@@ -54,6 +54,7 @@ def shown(result: TransferResult, manifest: Manifest, key: bytes | None) -> Tran
         "name": part.name,
         "size": part.size,
         "sha256": part.sha256,
+        "sha256_checked": True,  # the decrypting pass checks the plaintext against it
         "encrypted": True,
         "share_link": format_link(manifest.file_id, key),
     }

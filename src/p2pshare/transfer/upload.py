@@ -267,7 +267,9 @@ def _result(
                 update={"chunks": old.chunks + 1, "bytes": old.bytes + sizes[chunk_id]}
             )
     holders = sorted(shares.values(), key=lambda s: s.name)
-    return transfer_result(manifest, str(path), time.monotonic() - started, holders, replicas)
+    return transfer_result(
+        manifest, str(path), time.monotonic() - started, holders, replicas, sha256_checked=True
+    )
 
 
 def _chunk_sizes(manifest: Manifest) -> dict[str, int]:

@@ -411,11 +411,12 @@ def test_json_output_of_upload_and_download(net: Cluster, tmp_path: Path) -> Non
         "encrypted",
         "path",
         "sha256",
+        "sha256_checked",
         "bytes",
         "seconds",
         "sources",
     }
-    assert (down["name"], down["encrypted"]) == (src.name, False)
+    assert (down["name"], down["encrypted"], down["sha256_checked"]) == (src.name, False, False)
     assert (down["file_id"], down["path"], down["sha256"], down["bytes"]) == (
         up["file_id"],
         str(out),

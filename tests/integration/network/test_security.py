@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from p2pshare.node.http import new_session
 from p2pshare.node.peer_client import PeerClient
 from p2pshare.node.streams import StreamPool
 from p2pshare.security.signing import sign_request
-from tests.integration.network.cluster import Cluster, cluster, plain, sha256
+from tests.integration.network.cluster import Cluster, cluster, make_file, plain, sha256
 from tests.integration.tracker.support import keys, signed
 
 pytestmark = pytest.mark.timeout(300)
@@ -102,6 +103,53 @@ def test_an_encrypted_file_is_unreadable_at_holders_and_opens_with_its_link(
     again = net.upload(n1, src, "--encrypt", "--chunk-size", "64KiB", "--replicas", "2")
     assert (again["file_id"], again["share_link"]) == (up["file_id"], up["share_link"])
     assert n2.node_id != n3.node_id
+
+
+def test_a_download_checks_the_manifests_sha256_only_when_asked(tmp_path: Path) -> None:
+    """Every chunk is verified against the file id; the whole-file SHA-256 in the manifest is
+    the uploader's statement. A manifest whose SHA-256 lies (rewritten in the tracker's
+    database here): a plain download says the SHA-256 was not re-hashed, and
+    ``--check-sha256`` refuses the file, nothing under its name."""
+    c = Cluster(tmp_path)
+    try:
+        url = c.start_tracker()
+        port = int(url.partition("#")[0].rsplit(":", 1)[1])
+        n1, _, n3 = (c.start_node(n, "64MiB") for n in ("n1", "n2", "n3"))
+        c.wait_online(3)
+        src = tmp_path / "statement.bin"
+        digest = make_file(src, 5 * 64 * 1024 + 11)
+        args = ["--replicas", "1", "--alloc", "n2=64MiB", "--chunk-size", "64KiB"]
+        up = c.cli_json(n1, "upload", str(src), *args)
+        assert (up["sha256"], up["sha256_checked"]) == (digest, True)
+
+        c.kill("tracker")
+        lie = "ab" * 32
+        with sqlite3.connect(tmp_path / "tracker" / "tracker.db") as db:
+            (text,) = db.execute(
+                "SELECT manifest FROM files WHERE file_id = ?", (up["file_id"],)
+            ).fetchone()
+            manifest = json.loads(text)
+            manifest["sha256"] = lie
+            canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+            db.execute(
+                "UPDATE files SET manifest = ? WHERE file_id = ?", (canonical, up["file_id"])
+            )
+        db.close()
+        c.start_tracker(port=port)
+        c.wait_online(3)
+
+        out = tmp_path / "plain.bin"
+        down = c.download(n3, up["file_id"], out)
+        assert sha256(out) == digest  # the chunks the file id names, byte for byte
+        assert (down["sha256"], down["sha256_checked"]) == (lie, False)
+
+        checked = tmp_path / "checked.bin"
+        proc = c.cli(n3, "download", up["file_id"], "-o", str(checked), "--check-sha256")
+        assert proc.returncode != 0
+        assert f"hashes to {digest}, not {lie}" in proc.stderr, proc.stderr
+        assert not checked.exists()
+    finally:
+        c.close()
 
 
 def _holder_url(net: Cluster, name: str, path: str) -> str:
