@@ -17,10 +17,16 @@ Workloads (``--only`` takes these names; rows are named as in brackets):
   upload      a fresh node uploads ``--size`` of new random bytes with ``--replicas 2`` onto
               h2 and h3 (every chunk fsynced by its holder before its ack); MB/s = size / the
               seconds the node reports. Limit: disk write / 3 copies.
+  tls         download-1 and upload again over TLS [download-1-tls, upload-tls]: a second
+              network (tracker, h1-h3, fresh nodes) whose every connection is TLS with
+              pinned certificates, the production setting; the rows above run over plain
+              HTTP (``--no-tls``), as the BitTorrent anchors do (no encryption).
+              download-1-tls shows download-1's anchors (not run again).
   encrypted   the same over the stack's private-file layer [upload-encrypted,
-              download-1-encrypted]: ``upload --encrypt`` (AES-256-GCM per chunk) of a
-              ``--size`` file onto h2 and h3, and a fresh node's download of it by its share
-              link (decrypted and checked against the original). TLS as everywhere.
+              download-1-encrypted], on the TLS network (the production defaults): ``upload
+              --encrypt`` (AES-256-GCM per chunk) of a ``--size`` file onto h2 and h3, and a
+              fresh node's download of it by its share link (decrypted and checked against the
+              original).
   memory      peak RSS (VmHWM) of every node during the runs above and of the CLI, and of
               the downloading node in the 512 MiB and 4 GiB downloads of ``scaling``.
   tracker     a tracker alone (TLS, the client does not check the certificate) with 200
@@ -33,17 +39,17 @@ Workloads (``--only`` takes these names; rows are named as in brackets):
               SQLite database before it starts, with its own migrations and table models in
               one transaction (10 ms per signed registration would make 100k take 17 min).
 
-Every workload runs one discarded warm-up round (but ``encrypted``, which follows the same
-plain work on a warm machine), then ``--rounds`` rounds in which ours and
+Every workload runs one discarded warm-up round (but ``tls`` and ``encrypted``, which follow
+the same plain work on a warm machine), then ``--rounds`` rounds in which ours and
 each anchor take turns (ours, anchor 1, anchor 2, ours, ...); rows report medians. Transfers
 run among real processes of the test harness (``tests/integration/network/cluster.py``: a
-tracker and nodes on loopback, TLS with pinned certificates), each download by a fresh node
+tracker and nodes on loopback, plain or TLS as above), each download by a fresh node
 that is stopped afterwards, so no run finds chunks already held. Writes
 ``bench/results/latest.json`` (``{"machine": ..., "rows": [...]}``) and ``latest.md``
 (``partial.*`` with ``--only``, so a partial run does not replace the full one).
 
 ``--smoke``: 16 MiB files, 1 round, no warm-up, no anchors, no iperf3 (loopback TCP measured
-by a Python socket pair instead), tracker loads of 2 s on 50 files, scaling at 16 and 32 MiB
+by a Python socket pair instead), tracker loads of 1 s on 50 files, scaling at 16 and 32 MiB
 and 100 and 1000 files; writes ``bench/results/smoke.*`` and exits 1 unless every row it
 wrote has numbers > 0. Nothing here asserts a time.
 """
@@ -104,6 +110,7 @@ WORKLOADS = (
     "download-1",
     "download-3",
     "upload",
+    "tls",
     "encrypted",
     "memory",
     "tracker",
@@ -114,6 +121,7 @@ RUN_ORDER = (
     "upload",
     "download-1",
     "download-3",
+    "tls",
     "encrypted",
     "scaling",
     "tracker",
@@ -187,8 +195,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
             warmup=False,
             anchors=False,
             iperf=False,
-            tracker_seconds=2.0,
-            files_seconds=1.0,
+            tracker_seconds=1.0,
+            files_seconds=0.5,
             scaling_sizes=(16 * MiB, 32 * MiB),
             file_counts=(100, 1000),
             memory_sizes=(16 * MiB, 32 * MiB),
@@ -372,18 +380,23 @@ class Shared:
     digest: str
     path: Path
     """the original bytes (the BitTorrent anchors seed it)"""
+    tls: bool
+    """held by the TLS network (else by the plain one)"""
     link: str | None = None
     """the share link of an encrypted upload (what its downloads ask for)"""
 
 
 class Net:
     """A tracker and the holders h1, h2, h3 (test-harness processes), plus fresh nodes made
-    for one run each and stopped after it."""
+    for one run each and stopped after it; every process over TLS with pinned certificates
+    (``tls``, the production setting) or over plain HTTP (``--no-tls``)."""
 
-    def __init__(self, root: Path, storage: int) -> None:
+    def __init__(self, root: Path, storage: int, *, tls: bool) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
         self.storage = str(storage)  # bytes: the CLI takes plain numbers
+        self.tls = tls
+        self.mode: tuple[str, ...] = () if tls else ("--no-tls",)
         self.c = Cluster(root)
         self.shared: dict[tuple[int, bool], Shared] = {}
         self.names: dict[str, str] = {}
@@ -391,9 +404,9 @@ class Net:
         self._seq = 0
         try:
             # audits, repairs of downloaders stopped after their run: off for the run
-            self.c.start_tracker("--audit-interval", "86400", "--repair-grace", "86400")
-            for name in HOLDERS:
-                self.c.start_node(name, self.storage)
+            self.c.start_tracker("--audit-interval", "86400", "--repair-grace", "86400", *self.mode)
+            with ThreadPoolExecutor(len(HOLDERS)) as pool:
+                list(pool.map(lambda n: self.c.start_node(n, self.storage, *self.mode), HOLDERS))
             self.wait_online([self.c.nodes[h] for h in HOLDERS])
             self.names.update({self.c.nodes[h].node_id: h for h in HOLDERS})
         except BaseException:
@@ -425,7 +438,7 @@ class Net:
             self._seq += 1
             names.append(f"{prefix}{self._seq}")
         with ThreadPoolExecutor(count) as pool:
-            nodes = list(pool.map(lambda n: self.c.start_node(n, self.storage), names))
+            nodes = list(pool.map(lambda n: self.c.start_node(n, self.storage, *self.mode), names))
         self.names.update({n.node_id: n.name for n in nodes})
         self.wait_online(self.holders + nodes)
         return nodes
@@ -476,7 +489,7 @@ class Net:
             flush=True,
         )
         link = str(run.doc["share_link"]) if encrypt else None
-        self.shared[key] = Shared(size, fid, digest, path, link)
+        self.shared[key] = Shared(size, fid, digest, path, self.tls, link)
         return self.shared[key]
 
     def close(self) -> None:
@@ -563,8 +576,8 @@ class Suite:
         self.memory = Memory()
         self.anchors = Anchors(plan.anchors)
         self.failed: list[str] = []
-        self._net: Net | None = None
-        self._net_error: BaseException | None = None
+        self._nets: dict[bool, Net] = {}
+        self._net_errors: dict[bool, BaseException] = {}
         self._stack = contextlib.ExitStack()
         self._swarms: dict[Path, Any] = {}
         self._swarm_errors: dict[Path, str] = {}
@@ -600,24 +613,34 @@ class Suite:
     def close(self) -> None:
         self._stack.close()
         self._swarms.clear()
-        if self._net is not None:
-            self._net.close()
-            self._net = None
+        for net in self._nets.values():
+            net.close()
+        self._nets.clear()
 
     @property
     def net(self) -> Net:
-        """Return the transfer network, started on first use (a failed start is not retried)."""
-        if self._net_error is not None:
-            raise RuntimeError(f"the transfer network did not start: {self._net_error}")
-        if self._net is None:
-            total = self.plan.size * (3 if "upload" in self.plan.workloads else 1)
-            total += sum(self.plan.scaling_sizes) + sum(self.plan.memory_sizes)
+        """Return the plain transfer network (the rows compared with BitTorrent, which runs
+        unencrypted too), started on first use."""
+        return self.network(tls=False)
+
+    def network(self, *, tls: bool) -> Net:
+        """Return the TLS or the plain transfer network, started on first use (a failed start
+        is not retried)."""
+        if tls in self._net_errors:
+            raise RuntimeError(f"the transfer network did not start: {self._net_errors[tls]}")
+        if tls not in self._nets:
+            if tls:  # download-1-tls, upload-tls and the encrypted rows
+                total = 3 * self.plan.size
+            else:
+                total = self.plan.size * (3 if "upload" in self.plan.workloads else 1)
+                total += sum(self.plan.scaling_sizes) + sum(self.plan.memory_sizes)
             try:
-                self._net = Net(self.work / "net", 2 * total + GiB)
+                name = "net-tls" if tls else "net"
+                self._nets[tls] = Net(self.work / name, 2 * total + GiB, tls=tls)
             except Exception as exc:
-                self._net_error = exc
+                self._net_errors[tls] = exc
                 raise
-        return self._net
+        return self._nets[tls]
 
     def add(self, row: Row) -> None:
         """Keep ``row`` and print it as a line of the table."""
@@ -809,7 +832,7 @@ class Suite:
 
         The downloaders' peaks count as ``role``'s in the ``--size`` runs; with no role (the
         scaling runs) they count as the peak of a download of that file size."""
-        net = self.net
+        net = self.network(tls=shared.tls)
         nodes = net.fresh("d", count)
         outs = [self.work / "out" / f"{n.name}.bin" for n in nodes]
         outs[0].parent.mkdir(exist_ok=True)
@@ -852,12 +875,13 @@ class Suite:
         }
 
     def holder_peaks(self) -> None:
-        """Record the holders' peaks so far (and the tracker's)."""
-        for n in self.net.holders:
-            self.memory.node(n.name, peak_rss_mib(n.proc.popen.pid))
-        tracker = self.net.c.tracker
-        if tracker is not None:
-            self.memory.node("tracker", peak_rss_mib(tracker.popen.pid))
+        """Record the holders' peaks so far (and the trackers'), of both networks."""
+        for net in self._nets.values():
+            for n in net.holders:
+                self.memory.node(n.name, peak_rss_mib(n.proc.popen.pid))
+            tracker = net.c.tracker
+            if tracker is not None:
+                self.memory.node("tracker", peak_rss_mib(tracker.popen.pid))
 
     def swarm(self, shared: Shared) -> Any:
         """Return the BitTorrent swarm seeding ``shared`` (made on first use), or None."""
@@ -980,10 +1004,11 @@ class Suite:
             return None
         return {"name": name if divide == 1 else f"{name} / {divide}", "value": value / divide}
 
-    def upload_once(self, *, encrypt: bool = False) -> CliRun:
-        """Upload ``--size`` of new random bytes from a fresh node onto h2 and h3, read the
-        node's peak, withdraw the file (its holders reclaim the space) and stop the node."""
-        net = self.net
+    def upload_once(self, role: str, *, encrypt: bool = False, tls: bool = False) -> CliRun:
+        """Upload ``--size`` of new random bytes from a fresh node onto h2 and h3 (of the TLS
+        or the plain network), read the node's peak (as ``role``'s), withdraw the file (its
+        holders reclaim the space) and stop the node."""
+        net = self.network(tls=tls)
         size = self.plan.size
         node = net.fresh("u", 1)[0]
         src = self.work / f"upload-{node.name}.bin"
@@ -994,7 +1019,6 @@ class Suite:
             run = run_cli(node, *net.upload_args(src, size, encrypt=encrypt))
             if run.doc.get("sha256") != digest:
                 raise RuntimeError("the upload registered other bytes")
-            role = "uploader (upload-encrypted)" if encrypt else "uploader (upload)"
             self.memory.node(role, peak_rss_mib(node.proc.popen.pid))
             self.memory.cli = max(self.memory.cli, run.rss_mib)
             run_cli(node, "delete", str(run.doc["file_id"]), "--yes")
@@ -1008,7 +1032,7 @@ class Suite:
         extra: dict[str, list[float]] = {"cli_s": []}
 
         def ours() -> float:
-            run = self.upload_once()
+            run = self.upload_once("uploader (upload)")
             extra["cli_s"].append(run.wall)
             return size / MB / float(run.doc["seconds"])
 
@@ -1030,15 +1054,67 @@ class Suite:
             }
         )
 
+    def w_tls(self) -> None:
+        """Rows download-1-tls and upload-tls: download-1 and upload on the TLS network (the
+        production setting: every connection between nodes over TLS with pinned
+        certificates). The anchors are download-1's (same file size, same machine, same run),
+        not run again. No warm-up of their own, like the encrypted rows."""
+        size = self.plan.size
+        shared = self.network(tls=True).share(size)
+        seconds: list[float] = []
+
+        def download() -> float:
+            got = self.download(shared, 1, "downloader (download-1-tls)")
+            seconds.append(got["node_s"][0])
+            return size / MB / got["node_s"][0]
+
+        values, _, _ = self.interleave("download-1-tls", download, {}, "MB/s", warm_up=False)
+        plain = self.rows.get("download-1", {})
+        self.add(
+            {
+                "workload": "download-1-tls",
+                "unit": "MB/s",
+                "ours": median(values),
+                "runs": values,
+                "anchors": dict(plain.get("anchors", {})),
+                "limit": self.limit_cell("sha256"),
+                "bytes": size,
+                "node_seconds": seconds[-len(values) :],
+                "holders": 3,
+                "note": "anchors: download-1's, not run again; " + NO_WARM_UP,
+            }
+        )
+
+        def upload() -> float:
+            run = self.upload_once("uploader (upload-tls)", tls=True)
+            return size / MB / float(run.doc["seconds"])
+
+        values, _, _ = self.interleave("upload-tls", upload, {}, "MB/s", warm_up=False)
+        self.holder_peaks()
+        self.add(
+            {
+                "workload": "upload-tls",
+                "unit": "MB/s",
+                "ours": median(values),
+                "runs": values,
+                "anchors": {},
+                "limit": self.limit_cell("disk", 3),
+                "bytes": size,
+                "replicas": 2,
+                "note": NO_WARM_UP,
+            }
+        )
+
     def w_encrypted(self) -> None:
-        """Rows upload-encrypted and download-1-encrypted (no anchors: BitTorrent has no
-        encrypted files to compare with). They run right after the plain upload and downloads,
-        the same work on a machine already warm, so without a warm-up of their own: that keeps
-        ``make bench`` under its 20 minutes on a slow day (it took 21 with them)."""
+        """Rows upload-encrypted and download-1-encrypted, on the TLS network (encrypted files
+        over TLS: the production defaults; no anchors: BitTorrent has no encrypted files to
+        compare with). They run right after the plain upload and downloads, the same work on a
+        machine already warm, so without a warm-up of their own: that keeps ``make bench``
+        under its 20 minutes on a slow day (it took 21 with them)."""
         size = self.plan.size
 
         def upload() -> float:
-            run = self.upload_once(encrypt=True)
+            run = self.upload_once("uploader (upload-encrypted)", encrypt=True, tls=True)
             return size / MB / float(run.doc["seconds"])
 
         values, _, _ = self.interleave("upload-encrypted", upload, {}, "MB/s", warm_up=False)
@@ -1055,7 +1131,7 @@ class Suite:
                 "note": NO_WARM_UP,
             }
         )
-        shared = self.net.share(size, encrypt=True)
+        shared = self.network(tls=True).share(size, encrypt=True)
         seconds: list[float] = []
 
         def download() -> float:
@@ -1085,7 +1161,7 @@ class Suite:
         small, large = self.plan.memory_sizes
         if not self.memory.nodes:  # --only memory: one run of each, to read the peaks off
             print("    (memory alone: one upload, download-1 and download-3 run)", flush=True)
-            self.upload_once()
+            self.upload_once("uploader (upload)")
             shared = self.net.share(self.plan.size)
             self.download(shared, 1, "downloader (download-1)")
             self.download(shared, 3, "downloaders (download-3)")
@@ -1585,6 +1661,8 @@ ROW_ORDER = [
     "download-1",
     "download-3",
     "upload",
+    "download-1-tls",
+    "upload-tls",
     "download-1-encrypted",
     "upload-encrypted",
     "memory",
@@ -1755,6 +1833,8 @@ def check(doc: dict[str, Any], plan: Plan) -> list[str]:
             want |= {"limit-tcp", "limit-sha256", "limit-disk"}
         elif w == "encrypted":
             want |= {"upload-encrypted", "download-1-encrypted"}
+        elif w == "tls":
+            want |= {"download-1-tls", "upload-tls"}
         elif w == "scaling":
             want |= {f"scaling-{size_tag(n)}" for n in plan.scaling_sizes}
             want |= {f"scaling-files-{count_tag(n)}" for n in plan.file_counts}

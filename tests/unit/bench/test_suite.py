@@ -63,6 +63,8 @@ def complete_doc() -> dict[str, Any]:
         "scaling-32m",
         "scaling-files-100",
         "scaling-files-1000",
+        "download-1-tls",
+        "upload-tls",
     ]
     rows = [row(n) for n in names]
     rows.append(row("tracker", 900.0, p50_ms=50.0, p99_ms=200.0))
