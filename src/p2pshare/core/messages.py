@@ -320,12 +320,21 @@ class Holder(Message):
 
 
 class ChunkHolders(Message):
-    """Where one chunk of a file lives; online holders first."""
+    """Where one chunk of a file lives; online holders first.
+
+    At most :data:`LISTED_HOLDERS` are listed (BitTorrent's *numwant*: a popular file's detail
+    stays bounded; with more online holders than that, a random sample of them for each
+    request, which spreads the load); ``holders_total`` counts them all."""
 
     index: int = Field(ge=0)
     chunk_id: HexId
     holders: list[Holder]
     replicas_online: int = Field(ge=0)
+    holders_total: int = Field(ge=0, description="holders of the chunk, listed or not")
+
+
+LISTED_HOLDERS = 16
+"""the most holders a file detail lists for one chunk"""
 
 
 class FileDetail(Message):

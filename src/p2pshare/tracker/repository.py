@@ -15,6 +15,7 @@ written behind within one flush period, stands in.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -34,6 +35,7 @@ from p2pshare.core.errors import (
 )
 from p2pshare.core.manifest import Manifest
 from p2pshare.core.messages import (
+    LISTED_HOLDERS,
     ChunkHolders,
     DownloadReport,
     FileDetail,
@@ -479,14 +481,22 @@ class Repository:
         def online_first(info: NodeInfo) -> tuple[bool, str]:
             return (not info.online, info.node_id)
 
-        per_chunk: dict[str, tuple[list[Holder], int]] = {}
+        per_chunk: dict[str, tuple[list[Holder], int, int]] = {}
         for cid in set(manifest.chunk_ids):
             nodes = sorted((infos[n] for n in layout.holders[cid]), key=online_first)
-            holders = [entries[n.node_id] for n in nodes]
-            per_chunk[cid] = (holders, sum(1 for n in nodes if n.online))
+            online = sum(1 for n in nodes if n.online)
+            listed = nodes[:LISTED_HOLDERS]
+            if online > LISTED_HOLDERS:  # a different sample for each asker spreads the load
+                listed = sorted(random.sample(nodes[:online], LISTED_HOLDERS), key=online_first)
+            holders = [entries[n.node_id] for n in listed]
+            per_chunk[cid] = (holders, online, len(nodes))
         chunks = [
             ChunkHolders(
-                index=i, chunk_id=cid, holders=per_chunk[cid][0], replicas_online=per_chunk[cid][1]
+                index=i,
+                chunk_id=cid,
+                holders=per_chunk[cid][0],
+                replicas_online=per_chunk[cid][1],
+                holders_total=per_chunk[cid][2],
             )
             for i, cid in enumerate(manifest.chunk_ids)
         ]

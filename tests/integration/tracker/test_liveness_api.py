@@ -4,13 +4,49 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from p2pshare.core.messages import FileDetail
+from p2pshare.core.messages import LISTED_HOLDERS, MAX_REPLICAS, FileDetail
 from p2pshare.tracker.liveness import flush_once
 from p2pshare.tracker.models import Node
 from tests.integration.tracker.conftest import StartTracker
 from tests.integration.tracker.support import announce, body, manifest, nid, node, registration
 
 INTERVAL = 10.0
+
+
+async def test_a_detail_lists_at_most_16_holders_of_a_chunk_online_first(
+    start_tracker: StartTracker,
+) -> None:
+    """A popular chunk's holders are a sample of 16 (the detail stays bounded), online ones
+    first; ``holders_total`` counts them all."""
+    names = [f"h{i:02}" for i in range(MAX_REPLICAS + 1)]  # the most one registration places
+    async with start_tracker(heartbeat_interval=INTERVAL) as t:
+        await announce(t.client, node("owner"), *(node(n) for n in names))
+        m = manifest(2)
+        reg = registration(m, nid("owner"), names, replica_target=2)
+        assert (await t.client.post("/v1/files", json=body(reg))).status_code == 201
+
+        async def listed() -> list[tuple[list[tuple[str, bool]], int, int]]:
+            r = await t.client.get(f"/v1/files/{m.file_id}")
+            d = FileDetail.model_validate_json(r.content)
+            return [
+                ([(h.node_id, h.online) for h in c.holders], c.replicas_online, c.holders_total)
+                for c in d.chunks
+            ]
+
+        everyone = {nid(n) for n in names}
+        for holders, online, total in await listed():
+            ids = {h for h, _ in holders}
+            assert len(holders) == len(ids) == LISTED_HOLDERS < len(names) and ids <= everyone
+            assert (online, total) == (len(names), len(names))
+
+        # all but h00 and h01 fall silent: those two first, then offline ones, 16 in all
+        for _ in range(4):
+            t.clock.advance(INTERVAL)
+            await announce(t.client, node("h00"), node("h01"))
+        pair = sorted([(nid("h00"), True), (nid("h01"), True)])
+        for holders, online, total in await listed():
+            assert sorted(holders[:2]) == pair and (online, total) == (2, len(names))
+            assert len(holders) == LISTED_HOLDERS and not any(up for _, up in holders[2:])
 
 
 async def test_silent_node_goes_offline_and_is_listed_last(start_tracker: StartTracker) -> None:
