@@ -1069,51 +1069,12 @@ class Suite:
         production setting: every connection between nodes over TLS with pinned
         certificates). The anchors are download-1's (same file size, same machine, same run),
         not run again. No warm-up of their own, like the encrypted rows."""
-        size = self.plan.size
-        shared = self.network(tls=True).share(size)
-        seconds: list[float] = []
-
-        def download() -> float:
-            got = self.download(shared, 1, "downloader (download-1-tls)")
-            seconds.append(got["node_s"][0])
-            return size / MB / got["node_s"][0]
-
-        values, _, _ = self.interleave("download-1-tls", download, {}, "MB/s", warm_up=False)
-        plain = self.rows.get("download-1", {})
-        self.add(
-            {
-                "workload": "download-1-tls",
-                "unit": "MB/s",
-                "ours": median(values),
-                "runs": values,
-                "anchors": dict(plain.get("anchors", {})),
-                "limit": self.limit_cell("sha256"),
-                "bytes": size,
-                "node_seconds": seconds[-len(values) :],
-                "holders": 3,
-                "note": "anchors: download-1's, not run again; " + NO_WARM_UP,
-            }
-        )
-
-        def upload() -> float:
-            run = self.upload_once("uploader (upload-tls)", tls=True)
-            return size / MB / float(run.doc["seconds"])
-
-        values, _, _ = self.interleave("upload-tls", upload, {}, "MB/s", warm_up=False)
+        shared = self.network(tls=True).share(self.plan.size)
+        anchors = dict(self.rows.get("download-1", {}).get("anchors", {}))
+        note = "anchors: download-1's, not run again; " + NO_WARM_UP
+        self.tls_download("download-1-tls", shared, anchors, note)
+        self.tls_upload("upload-tls", encrypt=False)
         self.holder_peaks()
-        self.add(
-            {
-                "workload": "upload-tls",
-                "unit": "MB/s",
-                "ours": median(values),
-                "runs": values,
-                "anchors": {},
-                "limit": self.limit_cell("disk", 3),
-                "bytes": size,
-                "replicas": 2,
-                "note": NO_WARM_UP,
-            }
-        )
 
     def w_encrypted(self) -> None:
         """Rows upload-encrypted and download-1-encrypted, on the TLS network (encrypted files
@@ -1121,16 +1082,22 @@ class Suite:
         compare with). They run right after the plain upload and downloads, the same work on a
         machine already warm, so without a warm-up of their own: that keeps ``make bench``
         under its 20 minutes on a slow day (it took 21 with them)."""
+        self.tls_upload("upload-encrypted", encrypt=True)
+        shared = self.network(tls=True).share(self.plan.size, encrypt=True)
+        self.tls_download("download-1-encrypted", shared, {}, NO_WARM_UP)
+
+    def tls_upload(self, workload: str, *, encrypt: bool) -> None:
+        """Row ``workload``: the upload's rounds on the TLS network, without a warm-up."""
         size = self.plan.size
 
         def upload() -> float:
-            run = self.upload_once("uploader (upload-encrypted)", encrypt=True, tls=True)
+            run = self.upload_once(f"uploader ({workload})", encrypt=encrypt, tls=True)
             return size / MB / float(run.doc["seconds"])
 
-        values, _, _ = self.interleave("upload-encrypted", upload, {}, "MB/s", warm_up=False)
+        values, _, _ = self.interleave(workload, upload, {}, "MB/s", warm_up=False)
         self.add(
             {
-                "workload": "upload-encrypted",
+                "workload": workload,
                 "unit": "MB/s",
                 "ours": median(values),
                 "runs": values,
@@ -1141,27 +1108,32 @@ class Suite:
                 "note": NO_WARM_UP,
             }
         )
-        shared = self.network(tls=True).share(size, encrypt=True)
+
+    def tls_download(
+        self, workload: str, shared: Shared, anchors: dict[str, Any], note: str
+    ) -> None:
+        """Row ``workload``: download-1's rounds of ``shared`` (held by the TLS network),
+        without a warm-up; ``anchors`` shown beside it."""
         seconds: list[float] = []
 
         def download() -> float:
-            got = self.download(shared, 1, "downloader (download-1-encrypted)")
+            got = self.download(shared, 1, f"downloader ({workload})")
             seconds.append(got["node_s"][0])
             return shared.size / MB / got["node_s"][0]
 
-        values, _, _ = self.interleave("download-1-encrypted", download, {}, "MB/s", warm_up=False)
+        values, _, _ = self.interleave(workload, download, {}, "MB/s", warm_up=False)
         self.add(
             {
-                "workload": "download-1-encrypted",
+                "workload": workload,
                 "unit": "MB/s",
                 "ours": median(values),
                 "runs": values,
-                "anchors": {},
+                "anchors": anchors,
                 "limit": self.limit_cell("sha256"),
-                "bytes": size,
+                "bytes": shared.size,
                 "node_seconds": seconds[-len(values) :],
                 "holders": 3,
-                "note": NO_WARM_UP,
+                "note": note,
             }
         )
 
