@@ -184,7 +184,6 @@ def info_cmd(
     validate_id(file_id, "file id")
     d = with_control(node_url(c, node), lambda client: client.file(file_id))
     online = [ch.replicas_online for ch in d.chunks]
-    holders_online = len({h.node_id for ch in d.chunks for h in ch.holders if h.online})
     doc = {
         "file_id": d.manifest.file_id,
         "name": d.manifest.name,
@@ -198,7 +197,7 @@ def info_cmd(
         "replicas_min": min(online) if online else 0,
         "replicas_median": median(online) if online else 0,
         "under_target": sum(r < d.replica_target for r in online),
-        "holders_online": holders_online,
+        "holders_online": d.holders_online,
         "seeders": [s.name for s in d.seeders],
         "leechers": [s.name for s in d.leechers],
         "downloads": d.downloads,

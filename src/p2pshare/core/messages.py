@@ -348,6 +348,9 @@ class FileDetail(Message):
     seeders: list[NodeInfo] = Field(description="nodes holding every chunk")
     leechers: list[NodeInfo] = Field(description="nodes downloading now")
     chunks: list[ChunkHolders]
+    holders_online: int = Field(
+        ge=0, description="distinct online holders of any of its chunks, listed or not"
+    )
     downloads: int = Field(ge=0)
     last_audit: datetime | None = Field(
         default=None, description="when a replica of one of its chunks was last audited"

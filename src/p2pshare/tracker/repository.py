@@ -482,6 +482,7 @@ class Repository:
             return (not info.online, info.node_id)
 
         per_chunk: dict[str, tuple[list[Holder], int, int]] = {}
+        holders_online = sum(1 for info in infos.values() if info.online)  # rows: holders only
         for cid in set(manifest.chunk_ids):
             nodes = sorted((infos[n] for n in layout.holders[cid]), key=online_first)
             online = sum(1 for n in nodes if n.online)
@@ -514,6 +515,7 @@ class Repository:
             seeders=seeders,
             leechers=leechers,
             chunks=chunks,
+            holders_online=holders_online,
             downloads=snap.downloads,
             last_audit=snap.last_audit,
         )

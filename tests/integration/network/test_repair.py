@@ -131,6 +131,8 @@ def test_a_corrupt_copy_is_found_by_an_audit_and_repaired(tmp_path: Path) -> Non
         assert d["last_audit"] is not None
         info = c.cli_json(n1, "info", file_id)
         assert info["last_audit"] is not None and info["under_target"] == 0
+        listed = {h["node_id"] for ch in d["chunks"] for h in ch["holders"] if h["online"]}
+        assert info["holders_online"] == d["holders_online"] == len(listed)  # all listed here
 
         fresh = c.start_node("n6", "64MiB")
         out = tmp_path / "copy.bin"

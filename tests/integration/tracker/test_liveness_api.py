@@ -17,7 +17,7 @@ async def test_a_detail_lists_at_most_16_holders_of_a_chunk_online_first(
     start_tracker: StartTracker,
 ) -> None:
     """A popular chunk's holders are a sample of 16 (the detail stays bounded), online ones
-    first; ``holders_total`` counts them all."""
+    first; ``holders_total`` and the file's ``holders_online`` count them all."""
     names = [f"h{i:02}" for i in range(MAX_REPLICAS + 1)]  # the most one registration places
     async with start_tracker(heartbeat_interval=INTERVAL) as t:
         await announce(t.client, node("owner"), *(node(n) for n in names))
@@ -25,9 +25,12 @@ async def test_a_detail_lists_at_most_16_holders_of_a_chunk_online_first(
         reg = registration(m, nid("owner"), names, replica_target=2)
         assert (await t.client.post("/v1/files", json=body(reg))).status_code == 201
 
+        holders_online: list[int] = []
+
         async def listed() -> list[tuple[list[tuple[str, bool]], int, int]]:
             r = await t.client.get(f"/v1/files/{m.file_id}")
             d = FileDetail.model_validate_json(r.content)
+            holders_online.append(d.holders_online)  # all holders, listed or not
             return [
                 ([(h.node_id, h.online) for h in c.holders], c.replicas_online, c.holders_total)
                 for c in d.chunks
@@ -47,6 +50,7 @@ async def test_a_detail_lists_at_most_16_holders_of_a_chunk_online_first(
         for holders, online, total in await listed():
             assert sorted(holders[:2]) == pair and (online, total) == (2, len(names))
             assert len(holders) == LISTED_HOLDERS and not any(up for _, up in holders[2:])
+        assert holders_online == [len(names), 2]
 
 
 async def test_silent_node_goes_offline_and_is_listed_last(start_tracker: StartTracker) -> None:
