@@ -117,8 +117,9 @@ def _open_part(part: Path, size: int) -> int:
 
 
 def _open_writer(part: Path) -> BlockFile:
-    """Open the part file again for the chunk writes and the whole-file hash: direct I/O where
-    the filesystem allows (storage/diskio.py), so the file does not fill the page cache."""
+    """Open the part file again for the chunk writes (and the whole-file hash, when asked):
+    direct I/O where the filesystem allows (storage/diskio.py), so the file does not fill the
+    page cache."""
     fd = os.open(part, os.O_RDWR | os.O_CLOEXEC)
     return BlockFile(fd, direct=try_direct(fd))
 
