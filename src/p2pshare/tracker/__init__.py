@@ -13,6 +13,8 @@ node holds which chunk. Modules, one idea each:
 - :mod:`.problems`   errors -> ``application/problem+json``
 - :mod:`.limits`     the request body size limit (pure ASGI middleware)
 - :mod:`.routes`     the thin ``/v1`` handlers
+- :mod:`.guard`      per-source rate, request head size and read deadlines
+- :mod:`.fastlane`   announces and file details answered past FastAPI (announces below ASGI)
 - :mod:`.app`        ``create_app`` and its lifespan
 - :mod:`.server`     uvicorn runner
 

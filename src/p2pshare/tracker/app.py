@@ -23,7 +23,7 @@ from p2pshare.tracker.cache import DetailCache
 from p2pshare.tracker.clock import Clock, SystemClock
 from p2pshare.tracker.db import Database, async_url, sqlite_path
 from p2pshare.tracker.fastlane import FastLane
-from p2pshare.tracker.guard import SourceRateLimit
+from p2pshare.tracker.guard import RateGate, SourceRateLimit
 from p2pshare.tracker.limits import BodySizeLimit
 from p2pshare.tracker.liveness import Liveness, flush_once, run_flusher
 from p2pshare.tracker.migrate import upgrade
@@ -129,5 +129,9 @@ def create_app(settings: TrackerSettings, *, clock: Clock | None = None) -> Fast
     app.include_router(router)
     app.add_middleware(FastLane)  # innermost: inside the limits below
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_size)
-    app.add_middleware(SourceRateLimit, limits=settings.limits)  # outermost: cheapest refusal
+    # one gate: the announce lane below ASGI (fastlane.lane_protocol) counts against it too
+    app.state.rate_gate = RateGate(settings.limits)
+    app.add_middleware(  # outermost: cheapest refusal
+        SourceRateLimit, limits=settings.limits, gate=app.state.rate_gate
+    )
     return app

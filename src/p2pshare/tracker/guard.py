@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -37,29 +38,24 @@ log = logging.getLogger(__name__)
 UNKNOWN_SOURCE = "unknown"
 
 
-class SourceRateLimit:
-    """ASGI middleware: at most ``limits.rate`` requests a second (``limits.burst`` at once)
-    from one client address; past that a 429 problem with ``Retry-After``."""
+class RateGate:
+    """The per-source rate: at most ``limits.rate`` requests a second (``limits.burst`` at
+    once) from one client address. One gate serves :class:`SourceRateLimit` and the announce
+    lane below ASGI (:mod:`p2pshare.tracker.fastlane`), so every request counts once."""
 
-    def __init__(
-        self, app: ASGIApp, limits: ServerLimits, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.app = app
+    def __init__(self, limits: ServerLimits, clock: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits
         self._clock = clock
         self._sources = SourceTable.of(limits)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Refuse the request when its source is over its rate; pass it on otherwise."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    def refusal(self, scope: Scope) -> Response | None:
+        """Count the request of ``scope``; return None when it may be served, else the 429
+        problem (with ``Retry-After``) to answer it with."""
         client = scope.get("client")
         source = str(client[0]) if client else UNKNOWN_SOURCE
         wait = self._sources.admit(source, self._clock())
         if not wait:
-            await self.app(scope, receive, send)
-            return
+            return None
         seconds = retry_after(wait)
         error = TooManyRequests(
             f"more than {self.limits.rate:g} requests a second from {source}; retry in {seconds} s"
@@ -67,7 +63,33 @@ class SourceRateLimit:
         headers = {"retry-after": str(seconds)}
         if _has_body(scope):
             headers["connection"] = "close"  # its body is not read
-        await problem_response(problem_for_error(error), headers=headers)(scope, receive, send)
+        return problem_response(problem_for_error(error), headers=headers)
+
+
+class SourceRateLimit:
+    """ASGI middleware: the :class:`RateGate`'s 429 to a source past its rate."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limits: ServerLimits,
+        clock: Callable[[], float] = time.monotonic,
+        gate: RateGate | None = None,
+    ) -> None:
+        self.app = app
+        self.limits = limits
+        self.gate = gate or RateGate(limits, clock)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse the request when its source is over its rate; pass it on otherwise."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refusal = self.gate.refusal(scope)
+        if refusal is None:
+            await self.app(scope, receive, send)
+            return
+        await refusal(scope, receive, send)
 
 
 def _has_body(scope: Scope) -> bool:
@@ -215,11 +237,14 @@ def guarded_protocol(limits: ServerLimits) -> type[GuardedHttpToolsProtocol]:
     return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"limits": limits})
 
 
-def uvicorn_options(limits: ServerLimits) -> dict[str, Any]:
-    """Return the :class:`uvicorn.Config` arguments that keep ``limits`` (``http`` and
-    ``limit_concurrency``; uvicorn answers 503 from ``limit_concurrency`` open connections,
-    one more than the connections served)."""
+def uvicorn_options(
+    limits: ServerLimits, protocol: type[GuardedHttpToolsProtocol] | None = None
+) -> dict[str, Any]:
+    """Return the :class:`uvicorn.Config` arguments that keep ``limits`` (``http``: ``protocol``,
+    a class built for ``limits``, or :func:`guarded_protocol`'s; and ``limit_concurrency``:
+    uvicorn answers 503 from ``limit_concurrency`` open connections, one more than the
+    connections served)."""
     return {
-        "http": guarded_protocol(limits),
+        "http": protocol or guarded_protocol(limits),
         "limit_concurrency": limits.max_connections + 1,
     }

@@ -141,15 +141,34 @@ async def announce(body: NodeAnnounce, t: State, signer: Signer) -> Response:
     return Response(await record_announce(t, body, signer), media_type="application/json")
 
 
-async def record_announce(t: TrackerState, body: NodeAnnounce, signer: str) -> bytes:
-    """Record the announce ``body`` signed by ``signer``; return the JSON answer.
+def record_known_announce(t: TrackerState, body: NodeAnnounce, signer: str) -> bytes | None:
+    """Record the announce ``body`` signed by ``signer`` and return the JSON answer, when its
+    node's row is current (the steady state: nothing is written before answering); return None,
+    recording nothing, when the row must be written first (then :func:`record_announce`).
 
     Raises :class:`Forbidden` when the announce speaks for another node.
     """
     _acting_as(signer, body.node_id)
     if t.liveness.needs_row_write(body):
-        await t.repo.save_node(body)
-        t.liveness.row_written(body)
+        return None
+    return _recorded(t, body)
+
+
+async def record_announce(t: TrackerState, body: NodeAnnounce, signer: str) -> bytes:
+    """Record the announce ``body`` signed by ``signer``; return the JSON answer.
+
+    Raises :class:`Forbidden` when the announce speaks for another node.
+    """
+    known = record_known_announce(t, body, signer)
+    if known is not None:
+        return known
+    await t.repo.save_node(body)
+    t.liveness.row_written(body)
+    return _recorded(t, body)
+
+
+def _recorded(t: TrackerState, body: NodeAnnounce) -> bytes:
+    """Record ``body`` in the liveness map; return the answer with the node's tasks."""
     t.liveness.record(body)
     repairs = t.repairs.take(body.node_id)
     audits = t.audits.take(body.node_id)

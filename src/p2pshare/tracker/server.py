@@ -17,10 +17,12 @@ import socket
 from collections.abc import Callable
 
 import uvicorn
+from fastapi import FastAPI
 
 from p2pshare.security.keys import load_or_create_identity
 from p2pshare.tracker.app import create_app
 from p2pshare.tracker.clock import Clock
+from p2pshare.tracker.fastlane import AnnounceLaneProtocol, lane_protocol
 from p2pshare.tracker.guard import uvicorn_options
 from p2pshare.tracker.settings import TrackerSettings
 
@@ -87,10 +89,32 @@ def run(
     identity = load_or_create_identity(settings.data_dir) if settings.tls else None
     app = create_app(settings, clock=clock)
     sock = bind(settings.host, settings.port)
+    protocol = lane_protocol(settings.limits, app)
     tls: dict[str, str] = {}
     if identity is not None:
         tls = {"ssl_certfile": str(identity.cert_path), "ssl_keyfile": str(identity.key_path)}
-    config = uvicorn.Config(
+    config = uvicorn_config(settings, app, protocol, **tls)
+    server = _Server(config, base_url(sock, identity.fingerprint if identity else None), on_ready)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        counts = protocol.counts
+        log.info(
+            "announce lane: %d answered below ASGI, %d handed on", counts.answered, counts.handed_on
+        )
+
+
+def uvicorn_config(
+    settings: TrackerSettings,
+    app: FastAPI,
+    protocol: type[AnnounceLaneProtocol],
+    **tls: str,
+) -> uvicorn.Config:
+    """Return the uvicorn configuration that serves ``app`` with ``protocol``
+    (:func:`~p2pshare.tracker.fastlane.lane_protocol`) and ``settings``'s limits; ``tls``
+    holds ``ssl_certfile`` and ``ssl_keyfile`` to serve over TLS."""
+    return uvicorn.Config(
         app,
         loop="auto",
         lifespan="on",
@@ -100,10 +124,5 @@ def run(
         server_header=False,
         timeout_graceful_shutdown=10,
         **tls,  # type: ignore[arg-type]
-        **uvicorn_options(settings.limits),  # http protocol and connection cap (guard.py)
+        **uvicorn_options(settings.limits, protocol),  # http protocol, connection cap (guard.py)
     )
-    server = _Server(config, base_url(sock, identity.fingerprint if identity else None), on_ready)
-    try:
-        server.run(sockets=[sock])
-    finally:
-        sock.close()
