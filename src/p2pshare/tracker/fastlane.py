@@ -220,7 +220,9 @@ class AnnounceLaneProtocol(GuardedHttpToolsProtocol):
     response messages, five middleware layers and uvicorn's response writer. This protocol
     takes a ``POST /v1/nodes/announce`` with a JSON content type and a declared body of at most
     :data:`LANE_MAX_BODY` bytes when it is the connection's current request (not a pipelined
-    one waiting) and no ``Expect: 100-continue`` is pending, and when the whole body is in:
+    one waiting), no ``Expect: 100-continue`` is pending and the transport is not paused for
+    writing (a client that does not read its answers meets the ASGI cycle's back-pressure);
+    when the whole body is in:
 
     1. a body that is not a JSON object is handed to the app as it is (FastAPI answers it);
     2. the source's rate is counted once, on the app's :class:`~.guard.RateGate` (429);
@@ -244,7 +246,14 @@ class AnnounceLaneProtocol(GuardedHttpToolsProtocol):
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         """Take a plain announce for the lane; start the app on anything else."""
-        if app is self.app and cycle.more_body and _lane_takes(cycle):
+        # while the client is not reading its answers, the ASGI cycle waits for the transport
+        # to drain before the next pipelined request is read: the lane would not wait
+        if (
+            app is self.app
+            and cycle.more_body
+            and not self.flow.write_paused
+            and _lane_takes(cycle)
+        ):
             self._lane = cycle
             return
         super()._start_asgi_task(cycle, app)

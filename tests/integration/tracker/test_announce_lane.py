@@ -39,6 +39,7 @@ class Served:
     counts: LaneCounts
     host: str
     port: int
+    server: uvicorn.Server
 
 
 @asynccontextmanager
@@ -57,7 +58,7 @@ async def served(tmp_path: Path, **overrides: Any) -> AsyncIterator[Served]:
         url = base_url(sock)
         host, port = sock.getsockname()[:2]
         async with httpx.AsyncClient(base_url=url, auth=SignAsSender(), timeout=10) as client:
-            yield Served(app, client, protocol.counts, host, port)
+            yield Served(app, client, protocol.counts, host, port, server)
     finally:
         server.should_exit = True
         async with asyncio.timeout(START_TIMEOUT):
@@ -237,3 +238,31 @@ async def test_connection_close_is_kept_and_chunked_bodies_go_through_asgi(
         assert r.status_code == 200, r.text
         assert r.request.headers.get("transfer-encoding") == "chunked"
         assert (s.counts.answered, s.counts.handed_on) == (answered + 1, 0)
+
+
+async def test_a_connection_paused_for_writing_meets_the_asgi_back_pressure(
+    tmp_path: Path,
+) -> None:
+    """While the transport is paused for writing (a client not reading its answers), an
+    announce goes through the ASGI cycle, whose answer waits for the transport to drain."""
+    async with served(tmp_path) as s:
+        reader, writer = await asyncio.open_connection(s.host, s.port)
+        try:
+            writer.write(request_bytes(good()))  # the node becomes known, by the lane
+            await writer.drain()
+            assert [status for status, _ in await read_responses_in_order(reader, 1)] == [200]
+            assert s.counts.answered == 1
+            (protocol,) = s.server.server_state.connections
+            protocol.flow.pause_writing()  # what the transport calls past its high-water mark
+            writer.write(request_bytes(good()))
+            await writer.drain()
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await reader.read(1)  # no answer while paused
+            assert s.counts.answered == 1  # not the lane's
+            protocol.flow.resume_writing()
+            got = await read_responses_in_order(reader, 1)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+    assert [status for status, _ in got] == [200]
