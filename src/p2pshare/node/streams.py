@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol, Self, TypeAlias, TypeVar
+from typing import Any, Protocol, Self, TypeAlias, TypeVar
 
 from p2pshare.core.errors import P2PShareError, RemoteError, Unavailable
 from p2pshare.node.http import (
@@ -171,6 +171,9 @@ class StreamPool:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
             job.abort()
+            # the aborted thread still ends, with an error nobody waits for now: take it, or
+            # asyncio logs "Future exception was never retrieved" for each cancelled fetch
+            future.add_done_callback(_drop_outcome)
             raise
 
     async def __aenter__(self) -> Self:
@@ -382,3 +385,9 @@ def _mapped(exc: BaseException, where: str, job: _Job | None) -> BaseException:
     if isinstance(exc, OSError):
         return Unavailable(f"{where}: connection lost ({exc.strerror or exc})")
     return exc
+
+
+def _drop_outcome(future: asyncio.Future[Any]) -> None:
+    """Mark the outcome of a fetch that was cancelled as seen (it is of no use any more)."""
+    if not future.cancelled():
+        future.exception()
