@@ -179,6 +179,9 @@ async def get_chunk(request: web.Request) -> web.StreamResponse:
         if not await store.has(chunk_id):
             raise NotFound(f"this node has no chunk {chunk_id}")
         limit = request.app.get(UPLOAD_LIMIT)
+        if store.referenced(chunk_id) and not await asyncio.to_thread(store.path(chunk_id).is_file):
+            # from a downloaded file: read and hashed on the way (storage/filestore.py)
+            return await _paced_chunk(request, store, chunk_id, limit)
         if limit is None or not limit.rate or request.method == "HEAD":
             resp = _SentFileResponse(
                 store.path(chunk_id),
@@ -191,14 +194,18 @@ async def get_chunk(request: web.Request) -> web.StreamResponse:
 
 
 async def _paced_chunk(
-    request: web.Request, store: FileChunkStore, chunk_id: str, limit: RateLimiter
+    request: web.Request, store: FileChunkStore, chunk_id: str, limit: RateLimiter | None
 ) -> web.StreamResponse:
+    """Send the chunk from its reader, at ``limit``'s pace when it has a rate."""
     reader = await store.get(chunk_id)
     async with reader:
         resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
         resp.content_length = reader.size
         await resp.prepare(request)
-        async for piece in limit.paced(reader):
+        if request.method == "HEAD":
+            return resp
+        pieces = limit.paced(reader) if limit is not None and limit.rate else reader
+        async for piece in pieces:
             await resp.write(piece)
         await resp.write_eof()
     return resp

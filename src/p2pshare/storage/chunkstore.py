@@ -26,6 +26,7 @@ import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -271,8 +272,24 @@ class ChunkStore(abc.ABC):
             updated = self._ledger.settle(claim)
         if updated is not None:
             await self._save_used(updated)
+        await self._created(chunk_id)
         log.debug("stored chunk %s (%d bytes)", chunk_id, claim.nbytes)
         return PutResult(chunk_id, claim.nbytes, created=True)
+
+    async def keep(
+        self, chunk_id: str, data: bytes | bytearray | memoryview, *, at: tuple[Path, int] | None
+    ) -> None:
+        """Keep chunk ``chunk_id`` to serve others: ``data``, just hashed to ``chunk_id`` by the
+        caller, which also wrote it at ``at`` (file, offset) when given (a download's part
+        file). This store keeps a cache copy (``put(verified=True, durable=False)``); a store
+        that can serve from the file instead keeps a reference to that range.
+
+        Raises like :meth:`put` (:class:`QuotaExceeded` when the copy does not fit).
+        """
+        await self.put(chunk_id, data, verified=True, durable=False)
+
+    async def kept_file_moved(self, old: Path, new: Path) -> None:  # noqa: B027 - optional hook
+        """The file at ``old`` that :meth:`keep` was given is complete and now named ``new``."""
 
     async def get(self, chunk_id: str) -> ChunkReader:
         """Return an open reader of chunk ``chunk_id`` (see :class:`ChunkReader`).
@@ -492,6 +509,9 @@ class ChunkStore(abc.ABC):
     @abc.abstractmethod
     async def _quarantine(self, chunk_id: str) -> int | None:
         """Move the chunk out of the store; return its size, or None when it was absent."""
+
+    async def _created(self, chunk_id: str) -> None:  # noqa: B027 - optional hook
+        """A put wrote chunk ``chunk_id`` (after its bytes were counted)."""
 
     async def _save_new(self, reservation: Reservation) -> None:  # noqa: B027 - optional hook
         """Persist a new reservation (nothing by default)."""

@@ -1,5 +1,15 @@
 """The chunk store on disk: :class:`FileChunkStore` (layout and write protocol: diskio.py).
 
+Besides its chunk files, the store serves chunks a download wrote into a file of the user's
+(:meth:`FileChunkStore.keep`): a :class:`FileRef` (path, offset, size) instead of a second copy,
+as BitTorrent clients seed from the downloaded file. While the download runs the reference
+points into its part file and lives in memory; once the file has its name
+(:meth:`FileChunkStore.kept_file_moved`) it is saved in SQLite with the file's identity
+(device, inode, size, modification time). A reference is used only while the file keeps that
+identity, and its bytes are hashed as they are read: a file the user changed, moved or deleted
+stops being served, and the integrity scan reports its chunks lost. A reference takes none of
+the store's quota. A chunk file, when there is one, is always preferred.
+
 Several processes may open one data directory at once (a per-chunk ``fcntl`` record lock keeps
 their writes of one chunk apart), but each keeps its own quota accounting and reservations in
 memory, loaded at open: the quota is only enforced across them if a single process owns the
@@ -12,13 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import time
 import weakref
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from p2pshare.core.errors import IntegrityError, NotFound
 from p2pshare.core.ids import validate_id
 from p2pshare.storage import diskio
 from p2pshare.storage.chunkstore import (
@@ -28,6 +41,7 @@ from p2pshare.storage.chunkstore import (
     ChunkStore,
     ChunkWriter,
     Clock,
+    ScanReport,
     validate_max_chunk_size,
 )
 from p2pshare.storage.ledger import Ledger, Reservation, validate_quota
@@ -63,6 +77,7 @@ class FileChunkStore(ChunkStore):
         self._db = db
         self._dir_lock = dir_lock
         self._closed = False
+        self._refs: dict[str, FileRef] = {}
 
     @classmethod
     async def open(
@@ -98,15 +113,18 @@ class FileChunkStore(ChunkStore):
             db=opened.db,
             dir_lock=opened.dir_lock,
         )
+        store._refs = {r.chunk_id: r for r in opened.refs}
         try:
             await store.expire()
         except BaseException:
             await store.close()
             raise
         log.info(
-            "opened chunk store %s: %d chunks, %d bytes used of %d, %d orphaned temp files removed",
+            "opened chunk store %s: %d chunks (and %d in downloaded files), %d bytes used of %d, "
+            "%d orphaned temp files removed",
             root,
             opened.chunks,
+            len(opened.refs),
             opened.used,
             quota,
             opened.orphans_removed,
@@ -125,6 +143,111 @@ class FileChunkStore(ChunkStore):
         may remove it at any time. Raises :class:`InvalidId` for a malformed id.
         """
         return diskio.chunk_path(self._root, validate_id(chunk_id, "chunk id"))
+
+    # -- chunks served from downloaded files ------------------------------------------------
+
+    async def keep(
+        self, chunk_id: str, data: bytes | bytearray | memoryview, *, at: tuple[Path, int] | None
+    ) -> None:
+        """Keep chunk ``chunk_id`` to serve others: a reference to the range of ``at`` (file,
+        offset) that holds it, kept in memory until :meth:`kept_file_moved`; a cache copy
+        (see :meth:`ChunkStore.keep`) when ``at`` is None. Nothing when a chunk file exists."""
+        validate_id(chunk_id, "chunk id")
+        if at is None:
+            await super().keep(chunk_id, data, at=None)
+            return
+        if await self._size_of(chunk_id) is not None:
+            return
+        path, offset = at
+        self._refs[chunk_id] = FileRef(chunk_id, str(path), offset, len(data), None)
+
+    async def kept_file_moved(self, old: Path, new: Path) -> None:
+        """The file at ``old`` is complete and named ``new``: its references follow it, with
+        its identity, and are saved (a restart keeps them)."""
+        identity = await asyncio.to_thread(_identity_of, new)
+        if identity is None:
+            return
+        moved = [
+            replace(r, path=str(new), identity=identity)
+            for r in self._refs.values()
+            if r.path == str(old)
+        ]
+        for ref in moved:
+            self._refs[ref.chunk_id] = ref
+        await asyncio.to_thread(self._db.put_refs, [r.row() for r in moved])
+
+    def referenced(self, chunk_id: str) -> bool:
+        """Return whether chunk ``chunk_id`` would be served from a downloaded file (no I/O)."""
+        return chunk_id in self._refs
+
+    async def _created(self, chunk_id: str) -> None:
+        """A chunk file was written: it replaces a reference to the chunk."""
+        if chunk_id in self._refs:
+            await self._drop_refs([chunk_id])
+
+    async def has(self, chunk_id: str) -> bool:
+        """Return whether chunk ``chunk_id`` is stored, or served from a file still unchanged."""
+        if await super().has(chunk_id):
+            return True
+        return await self._usable_ref(chunk_id) is not None
+
+    async def size(self, chunk_id: str) -> int:
+        """Return the bytes of chunk ``chunk_id`` (a chunk file's or a reference's)."""
+        try:
+            return await super().size(chunk_id)
+        except NotFound:
+            ref = await self._usable_ref(chunk_id)
+            if ref is None:
+                raise
+            return ref.size
+
+    async def delete(self, chunk_id: str) -> None:
+        """Remove chunk ``chunk_id``: its file (freeing its bytes) and any reference."""
+        try:
+            await super().delete(chunk_id)
+        except NotFound:
+            if chunk_id not in self._refs:
+                raise
+        if chunk_id in self._refs:
+            await self._drop_refs([chunk_id])
+
+    async def list(self) -> list[str]:
+        """Return the ids of the stored chunks and of those served from files, sorted."""
+        return sorted({*await super().list(), *self._refs})
+
+    async def scan(self) -> ScanReport:
+        """As :meth:`ChunkStore.scan`, then the references: one whose file changed, or whose
+        bytes no longer hash to its chunk, is dropped and reported with the quarantined."""
+        report = await super().scan()
+        checked, lost = report.checked, list(report.quarantined)
+        for ref in [r for r in self._refs.values() if r.identity is not None]:
+            if self._refs.get(ref.chunk_id) is not ref:
+                continue
+            checked += 1
+            if await asyncio.to_thread(_ref_intact, ref):
+                continue
+            await self._drop_refs([ref.chunk_id])
+            lost.append(ref.chunk_id)
+            log.warning("chunk %s: %s changed, no longer served from it", ref.chunk_id, ref.path)
+        return ScanReport(checked, tuple(lost))
+
+    async def _usable_ref(self, chunk_id: str) -> FileRef | None:
+        """Return the reference of ``chunk_id`` when its file is unchanged; drop it if not."""
+        ref = self._refs.get(validate_id(chunk_id, "chunk id"))
+        if ref is None:
+            return None
+        if ref.identity is None or await asyncio.to_thread(_identity_of, Path(ref.path)) == (
+            ref.identity
+        ):
+            return ref
+        await self._drop_refs([chunk_id])
+        log.info("chunk %s: %s changed or is gone, no longer served from it", chunk_id, ref.path)
+        return None
+
+    async def _drop_refs(self, chunk_ids: list[str]) -> None:
+        saved = [c for c in chunk_ids if (r := self._refs.pop(c, None)) and r.identity]
+        if saved:
+            await asyncio.to_thread(self._db.delete_refs, saved)
 
     async def close(self) -> None:
         """Close the database and the lock files, releasing every lock (idempotent).
@@ -159,10 +282,17 @@ class FileChunkStore(ChunkStore):
     async def _reader(self, chunk_id: str) -> ChunkReader | None:
         path = diskio.chunk_path(self._root, chunk_id)
         opened = await asyncio.to_thread(diskio.open_for_read, path)
-        if opened is None:
+        if opened is not None:
+            fd, size = opened
+            return _FileReader(chunk_id, size, fd)
+        ref = self._refs.get(chunk_id)
+        if ref is None:
             return None
-        fd, size = opened
-        return _FileReader(chunk_id, size, fd)
+        fd = await asyncio.to_thread(_open_ref, ref)
+        if fd is None:
+            await self._drop_refs([chunk_id])
+            return None
+        return _RefReader(ref, fd, self._drop_refs)
 
     async def _remove(self, chunk_id: str) -> int | None:
         return await asyncio.to_thread(diskio.remove, diskio.chunk_path(self._root, chunk_id))
@@ -248,6 +378,7 @@ class _Opened:
     chunks: int
     used: int
     orphans_removed: int
+    refs: list[FileRef]
 
 
 def _open_sync(root: Path, exclusive: bool) -> _Opened:
@@ -264,6 +395,7 @@ def _open_sync(root: Path, exclusive: bool) -> _Opened:
         removed = _remove_orphans(temps, record_locks)
         db = ReservationDB.open(root)
         reservations = db.load()
+        refs = [FileRef(*row) for row in db.load_refs()]
     except BaseException:
         if db is not None:
             db.close()
@@ -280,6 +412,7 @@ def _open_sync(root: Path, exclusive: bool) -> _Opened:
         chunks=len(chunks),
         used=sum(chunks.values()),
         orphans_removed=removed,
+        refs=refs,
     )
 
 
@@ -302,3 +435,120 @@ def _remove_orphans(temps: list[Path], record_locks: RecordLocks) -> int:
         finally:
             record_locks.release(chunk_id)
     return removed
+
+
+# --- references into downloaded files --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A chunk served from a range of a downloaded file."""
+
+    chunk_id: str
+    path: str
+    offset: int
+    size: int
+    identity: str | None
+    """the file's ``device:inode:size:mtime_ns`` when it got its name; None while it is the
+    download's part file (still being written)"""
+
+    def row(self) -> tuple[str, str, int, int, str]:
+        assert self.identity is not None
+        return (self.chunk_id, self.path, self.offset, self.size, self.identity)
+
+
+def _identity_of(path: Path) -> str | None:
+    """Return ``device:inode:size:mtime_ns`` of the file at ``path``, or None when absent."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _open_ref(ref: FileRef) -> int | None:
+    """Open the file of ``ref`` when it still has its identity; return the descriptor."""
+    try:
+        fd = os.open(ref.path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    identity = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+    if (ref.identity is not None and identity != ref.identity) or (
+        st.st_size < ref.offset + ref.size
+    ):
+        os.close(fd)
+        return None
+    return fd
+
+
+def _ref_intact(ref: FileRef) -> bool:
+    """Return whether the file of ``ref`` has its identity and the range hashes to the chunk."""
+    fd = _open_ref(ref)
+    if fd is None:
+        return False
+    try:
+        digest = hashlib.sha256()
+        done = 0
+        while done < ref.size:
+            piece = os.pread(fd, min(READ_PIECE, ref.size - done), ref.offset + done)
+            if not piece:
+                return False
+            digest.update(piece)
+            done += len(piece)
+        return digest.hexdigest() == ref.chunk_id
+    finally:
+        os.close(fd)
+
+
+class _RefReader(ChunkReader):
+    """Reads a chunk from its range of a downloaded file, hashing it on the way: bytes that no
+    longer match the chunk end the read with :class:`IntegrityError` (and drop the reference),
+    so a peer gets a cut transfer rather than a wrong chunk in full."""
+
+    def __init__(self, ref: FileRef, fd: int, drop: Callable[[list[str]], Awaitable[None]]) -> None:
+        super().__init__(ref.chunk_id, ref.size)
+        self._ref = ref
+        self._fd = fd
+        self._drop = drop
+        self._done = 0
+        self._hash = hashlib.sha256()
+        self._finalizer = weakref.finalize(self, os.close, fd)
+
+    def _next(self, into: memoryview | None) -> bytes | int:
+        want = self.size - self._done
+        want = min(want, len(into) if into is not None else READ_PIECE)
+        if want <= 0:
+            return 0 if into is not None else b""
+        at = self._ref.offset + self._done
+        if into is not None:
+            n = os.preadv(self._fd, [into[:want]], at)
+            got: bytes | memoryview = into[:n]
+        else:
+            got = os.pread(self._fd, want, at)
+            n = len(got)
+        if n == 0:
+            raise IntegrityError(f"{self._ref.path} ends before chunk {self.chunk_id}")
+        self._hash.update(got)
+        self._done += n
+        if self._done == self.size and self._hash.hexdigest() != self.chunk_id:
+            raise IntegrityError(f"{self._ref.path} no longer holds chunk {self.chunk_id}")
+        return n if into is not None else bytes(got)
+
+    async def _read_piece(self) -> bytes:
+        try:
+            piece = await asyncio.to_thread(self._next, None)
+        except IntegrityError:
+            await self._drop([self.chunk_id])
+            raise
+        assert isinstance(piece, bytes)
+        return piece
+
+    def read_into(self, into: memoryview) -> int:
+        n = self._next(into)
+        assert isinstance(n, int)
+        return n
+
+    async def _close(self) -> None:
+        self._finalizer.detach()
+        await asyncio.to_thread(os.close, self._fd)

@@ -1,4 +1,5 @@
-"""Reservations kept on disk in ``DATA/reservations.sqlite3``, so a restart keeps its promises.
+"""Reservations kept on disk in ``DATA/reservations.sqlite3``, so a restart keeps its promises;
+and the file references of the chunks this node serves from downloaded files (``refs``).
 
 Every method blocks (SQLite): call it through :func:`asyncio.to_thread`. One connection is
 shared by the worker threads, guarded by a :class:`threading.Lock`. WAL journal with
@@ -27,6 +28,15 @@ CREATE TABLE IF NOT EXISTS reservations (
     expires_at     REAL NOT NULL
 )
 """
+_REFS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS refs (
+    chunk_id  TEXT PRIMARY KEY,
+    path      TEXT NOT NULL,
+    offset    INTEGER NOT NULL CHECK (offset >= 0),
+    size      INTEGER NOT NULL CHECK (size > 0),
+    identity  TEXT NOT NULL
+)
+"""
 
 _OPEN_ATTEMPTS = 100
 _OPEN_RETRY_DELAY = 0.02
@@ -39,6 +49,7 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous=FULL")
         with conn:
             conn.execute(_SCHEMA)
+            conn.execute(_REFS_SCHEMA)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     except BaseException:
         conn.close()
@@ -108,3 +119,22 @@ class ReservationDB:
         """Close the connection; the object is unusable afterwards."""
         with self._lock:
             self._conn.close()
+
+    # -- file references (storage.filestore.FileRef) -----------------------------------------
+
+    def load_refs(self) -> list[tuple[str, str, int, int, str]]:
+        """Return every stored reference: (chunk id, path, offset, size, identity)."""
+        with self._lock:
+            return self._conn.execute(
+                "SELECT chunk_id, path, offset, size, identity FROM refs"
+            ).fetchall()
+
+    def put_refs(self, rows: Iterable[tuple[str, str, int, int, str]]) -> None:
+        """Store references (replacing those of the same chunks), in one transaction."""
+        with self._lock, self._conn:
+            self._conn.executemany("INSERT OR REPLACE INTO refs VALUES (?, ?, ?, ?, ?)", rows)
+
+    def delete_refs(self, chunk_ids: Iterable[str]) -> None:
+        """Forget the references of ``chunk_ids`` (those stored)."""
+        with self._lock, self._conn:
+            self._conn.executemany("DELETE FROM refs WHERE chunk_id = ?", [(c,) for c in chunk_ids])

@@ -4,10 +4,12 @@ ask the tracker for the manifest and the holders of each chunk, and check the ma
 the file id asked for (1-3); say this node is a leecher; fetch chunks from several holders at
 once, as :class:`~p2pshare.core.scheduler.DownloadScheduler` decides (rarest first,
 least-loaded holder, retry elsewhere after an error, timeout or bad hash), verify each and write
-it at its offset(s) in ``NAME.part``, keeping a copy in this node's store so it can serve it
-(4-5); give the file its name (never over an existing file unless forced); ack each holder
-that served it (6; the holders report to the tracker, 7); report completion and wait for the
-tracker's ack (8); report the chunks this node now holds.
+it at its offset(s) in ``NAME.part``, keeping it in this node's store so it can serve it
+(4-5: the store serves it from the part file, then from the downloaded file, as BitTorrent
+clients do; an encrypted download keeps copies, its part file being ciphertext); give the
+file its name (never over an existing file unless forced); ack each holder that served it
+(6; the holders report to the tracker, 7); report completion and wait for the tracker's ack
+(8); report the chunks this node now holds.
 
 ``NAME.part.jsonl`` beside the part file lists the chunks written; an interrupted download
 re-verifies those from the part file and fetches only the rest.
@@ -239,7 +241,19 @@ async def download(ctx: NodeContext, req: DownloadRequest, t: Transfer) -> Trans
         t.set_total(manifest.size)
         await _resume(ctx, t, sched, fd, writer, entries, indices, sizes, plan, record, kept, whole)
         await _fetch_all(
-            ctx, t, sched, writer, addresses, indices, sizes, plan, record, kept, served, whole
+            ctx,
+            t,
+            sched,
+            writer,
+            addresses,
+            indices,
+            sizes,
+            plan,
+            record,
+            kept,
+            served,
+            whole,
+            part if sealed is None else None,  # an encrypted part file is not kept: copies
         )
 
         t.move("verifying", "checking the whole file" if whole else "finishing the file")
@@ -252,6 +266,7 @@ async def download(ctx: NodeContext, req: DownloadRequest, t: Transfer) -> Trans
             )
         if sealed is None:
             await asyncio.to_thread(_finish_file, fd, part, out, req.force)
+            await ctx.store.kept_file_moved(part, out)  # served from the file from now on
         else:
             t.note("decrypting")
             plain = out.with_name(out.name + ".plain.part")
@@ -385,8 +400,11 @@ async def _fetch_all(
     kept: _Held,
     served: dict[str, list[int]],
     whole: _InOrderHash | None,
+    part: Path | None,
 ) -> None:
-    """Run the scheduler's requests until every chunk is written, or some chunk is stuck."""
+    """Run the scheduler's requests until every chunk is written, or some chunk is stuck.
+
+    Each chunk is kept in the store to serve others, as a range of ``part`` when given."""
     wake = asyncio.Event()
     running: dict[tuple[str, str], asyncio.Task[None]] = {}
     # a chunk's bytes are held from the fetch until written: at most ``total`` chunks at once,
@@ -437,8 +455,9 @@ async def _fetch_all(
             whole.mark(indices[cid])
         await asyncio.to_thread(record.append, [{"chunk": cid}])
         try:
-            # hashed above; a copy kept to serve others, not flushed (the file itself is)
-            await ctx.store.put(cid, data, verified=True, durable=False)
+            # hashed above; kept to serve others: served from the part file (then the
+            # downloaded file) where the store can, else a copy, not flushed (the file is)
+            await ctx.store.keep(cid, data, at=(part, offsets[0]) if part else None)
             kept.add(cid)
         except QuotaExceeded:
             log.info("store full: chunk %s not kept for serving", cid)
@@ -446,6 +465,7 @@ async def _fetch_all(
         served[holder][1] += sizes[cid]
         t.advance(sizes[cid] * len(indices[cid]))
 
+    stuck: list[str] = []
     async with asyncio.TaskGroup() as tg:
         swarm = tg.create_task(_swarm(ctx, t.file_id or "", sched, addresses, kept, wake))
         while not sched.finished:
@@ -453,16 +473,18 @@ async def _fetch_all(
                 key = (req.chunk_id, req.holder)
                 running[key] = tg.create_task(fetch(req.chunk_id, req.holder))
             if sched.in_flight == 0:
-                stuck = sched.stuck
+                stuck = list(sched.stuck)
                 if stuck:
-                    raise Unavailable(
-                        f"{len(stuck)} chunk(s) have no reachable holder left "
-                        f"(first: {stuck[0][:12]}); try again later"
-                    )
+                    break  # raised below: from inside the task group it would come out wrapped
             wake.clear()
             if not sched.finished:
                 await wake.wait()
         swarm.cancel()
+    if stuck:
+        raise Unavailable(
+            f"{len(stuck)} chunk(s) have no reachable holder left "
+            f"(first: {stuck[0][:12]}); try again later"
+        )
     if sched.bad_holders:
         names = ", ".join(sorted(sched.bad_holders))
         t.note(f"some holders sent corrupt chunks ({names}); fetched them elsewhere")

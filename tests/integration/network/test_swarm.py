@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -55,5 +56,46 @@ def test_four_downloaders_at_once_serve_each_other(tmp_path: Path) -> None:
         d = c.get(f"/v1/files/{up['file_id']}")
         for ch in d["chunks"]:
             assert downloader_ids <= {h["node_id"] for h in ch["holders"]}
+    finally:
+        c.close()
+
+
+def test_a_downloaded_file_is_served_from_itself_and_only_while_unchanged(
+    tmp_path: Path,
+) -> None:
+    """A downloader keeps no second copy of what it downloaded: it serves the chunks from the
+    file, after a restart too; once the user changes the file it serves them no more."""
+    c = Cluster(tmp_path)
+    try:
+        c.start_tracker()
+        up_node = c.start_node("u", "64MiB")
+        c.start_node("h", "64MiB")
+        c.wait_online(2)
+        src = tmp_path / "f.bin"
+        digest = make_file(src, 3 * 2**20 + 5)
+        up = c.upload(up_node, src, "--replicas", "1", "--chunk-size", "256KiB")
+        fid = up["file_id"]
+        d1 = c.start_node("d1", "64MiB")
+        c.wait_online(3)
+        kept = tmp_path / "d1.bin"
+        c.download(d1, fid, kept)
+        chunk_ids = c.get(f"/v1/files/{fid}")["manifest"]["chunk_ids"]
+        assert not any(d1.chunk_path(cid).exists() for cid in chunk_ids)  # no second copy
+
+        for name in ("u", "h", "d1"):  # only d1 is left, and it restarts
+            c.kill(name, signal.SIGTERM)
+        d1 = c.start_node("d1", "64MiB")
+        d2 = c.start_node("d2", "64MiB")
+        got = c.download(d2, fid, tmp_path / "d2.bin")
+        assert got["sha256"] == digest == sha256(tmp_path / "d2.bin")
+        assert {s["node_id"] for s in got["sources"]} == {d1.node_id}
+
+        with kept.open("r+b") as f:  # the user edits the downloaded file
+            f.write(b"edited")
+        c.kill("d2", signal.SIGTERM)  # d2 must not serve them either
+        d3 = c.start_node("d3", "64MiB")
+        failed = c.cli(d3, "download", fid, "-o", str(tmp_path / "d3.bin"))
+        assert failed.returncode != 0
+        assert "no reachable holder" in failed.stderr, failed.stderr
     finally:
         c.close()
