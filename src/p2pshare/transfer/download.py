@@ -133,9 +133,11 @@ def _write_all(
         out.write_at(data, offset, end_of_file=offset + len(data) == size)
 
 
-def _verify_written(fd: int, offset: int, length: int, chunk_id: str) -> bool:
+def _written(fd: int, offset: int, length: int, chunk_id: str) -> bytes | None:
+    """Return chunk ``chunk_id`` read from ``offset`` of the part file, or None when the bytes
+    there are not that chunk."""
     data = os.pread(fd, length, offset)
-    return len(data) == length and hash_chunk(data) == chunk_id
+    return data if len(data) == length and hash_chunk(data) == chunk_id else None
 
 
 class _InOrderHash:
@@ -239,7 +241,10 @@ async def download(ctx: NodeContext, req: DownloadRequest, t: Transfer) -> Trans
     try:
         t.move("fetching", f"fetching {len(sources)} chunks")
         t.set_total(manifest.size)
-        await _resume(ctx, t, sched, fd, writer, entries, indices, sizes, plan, record, kept, whole)
+        keep_at = part if sealed is None else None  # an encrypted part file is not: copies
+        await _resume(
+            ctx, t, sched, fd, writer, entries, indices, sizes, plan, record, kept, whole, keep_at
+        )
         await _fetch_all(
             ctx,
             t,
@@ -253,7 +258,7 @@ async def download(ctx: NodeContext, req: DownloadRequest, t: Transfer) -> Trans
             kept,
             served,
             whole,
-            part if sealed is None else None,  # an encrypted part file is not kept: copies
+            keep_at,
         )
 
         t.move("verifying", "checking the whole file" if whole else "finishing the file")
@@ -312,17 +317,23 @@ async def _resume(
     record: JsonLines,
     kept: _Held,
     whole: _InOrderHash | None,
+    part: Path | None,
 ) -> None:
-    """Count chunks already in the part file (re-verified) or in this node's store."""
+    """Count chunks already in the part file (re-verified; kept in the store again as ranges
+    of ``part`` when given: a node restarted since has no reference to them) or in this
+    node's store."""
     listed = {e.get("chunk") for e in entries}
     for cid, idx in indices.items():
         offsets = [plan.span(i).offset for i in idx]
-        if cid in listed and await asyncio.to_thread(
-            _verify_written, fd, offsets[0], sizes[cid], cid
-        ):
+        written = None
+        if cid in listed:
+            written = await asyncio.to_thread(_written, fd, offsets[0], sizes[cid], cid)
+        if written is not None:
             if len(offsets) > 1:
-                data = await asyncio.to_thread(os.pread, fd, sizes[cid], offsets[0])
-                await asyncio.to_thread(_write_all, writer, data, offsets[1:], plan.size)
+                await asyncio.to_thread(_write_all, writer, written, offsets[1:], plan.size)
+            if part is not None:
+                await ctx.store.keep(cid, written, at=(part, offsets[0]))
+                kept.add(cid)  # reported held again: the run before may not have said so
         elif await ctx.store.has(cid):
             data = await ctx.store.read(cid)
             await asyncio.to_thread(_write_all, writer, data, offsets, plan.size)

@@ -309,15 +309,22 @@ def test_interrupted_download_resumes_without_refetching(net: Cluster, tmp_path:
     assert not out.exists()
 
     # take the chunks already written away from every holder: the re-run can only succeed if
-    # it does not fetch them again
+    # it does not fetch them again; and restart n4, which then has no reference to them
     for cid in written:
         for node in (n1, n2):
             node.chunk_path(cid).unlink()
+    net.kill("n4", signal.SIGTERM)
+    n4 = net.start_node("n4", n4.storage)
     net.wait_online(4)
     again = net.download(n4, up["file_id"], out)
     assert again["sha256"] == digest
     assert sha256(out) == digest
     assert not part.exists() and not record.exists()
+
+    # n4 serves those chunks too, from the downloaded file: n3 can only get them from it
+    third = net.download(net.nodes["n3"], up["file_id"], tmp_path / "third.bin")
+    assert third["sha256"] == digest
+    assert not any(n4.chunk_path(cid).exists() for cid in written)  # no copies: references
 
 
 # -- 5. not enough room anywhere -----------------------------------------------------------------
