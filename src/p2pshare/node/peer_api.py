@@ -179,8 +179,9 @@ async def get_chunk(request: web.Request) -> web.StreamResponse:
         if not await store.has(chunk_id):
             raise NotFound(f"this node has no chunk {chunk_id}")
         limit = request.app.get(UPLOAD_LIMIT)
-        if store.referenced(chunk_id) and not await asyncio.to_thread(store.path(chunk_id).is_file):
-            # from a downloaded file: read and hashed on the way (storage/filestore.py)
+        if store.referenced(chunk_id):
+            # from a downloaded file, read and hashed on the way (storage/filestore.py); a
+            # chunk file written since has replaced the reference
             return await _paced_chunk(request, store, chunk_id, limit)
         if limit is None or not limit.rate or request.method == "HEAD":
             resp = _SentFileResponse(

@@ -77,7 +77,6 @@ class SourceRateLimit:
         gate: RateGate | None = None,
     ) -> None:
         self.app = app
-        self.limits = limits
         self.gate = gate or RateGate(limits, clock)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
