@@ -515,39 +515,39 @@ class _RefReader(ChunkReader):
         self._hash = hashlib.sha256()
         self._finalizer = weakref.finalize(self, os.close, fd)
 
-    def _next(self, into: memoryview | None) -> bytes | int:
-        want = self.size - self._done
-        want = min(want, len(into) if into is not None else READ_PIECE)
+    def _read(self) -> bytes:
+        """Blocking: return the next piece of the range (b"" at its end), checked."""
+        want = min(self.size - self._done, READ_PIECE)
         if want <= 0:
-            return 0 if into is not None else b""
-        at = self._ref.offset + self._done
-        if into is not None:
-            n = os.preadv(self._fd, [into[:want]], at)
-            got: bytes | memoryview = into[:n]
-        else:
-            got = os.pread(self._fd, want, at)
-            n = len(got)
-        if n == 0:
-            raise IntegrityError(f"{self._ref.path} ends before chunk {self.chunk_id}")
-        self._hash.update(got)
-        self._done += n
-        if self._done == self.size and self._hash.hexdigest() != self.chunk_id:
-            raise IntegrityError(f"{self._ref.path} no longer holds chunk {self.chunk_id}")
-        return n if into is not None else bytes(got)
-
-    async def _read_piece(self) -> bytes:
-        try:
-            piece = await asyncio.to_thread(self._next, None)
-        except IntegrityError:
-            await self._drop([self.chunk_id])
-            raise
-        assert isinstance(piece, bytes)
+            return b""
+        piece = os.pread(self._fd, want, self._ref.offset + self._done)
+        self._took(piece)
         return piece
 
     def read_into(self, into: memoryview) -> int:
-        n = self._next(into)
-        assert isinstance(n, int)
+        want = min(self.size - self._done, len(into))
+        if want <= 0:
+            return 0
+        n = os.preadv(self._fd, [into[:want]], self._ref.offset + self._done)
+        self._took(into[:n])
         return n
+
+    def _took(self, got: bytes | memoryview) -> None:
+        """Count and hash ``got``; raise :class:`IntegrityError` when the file ends early or,
+        at the end of the range, the bytes are not the chunk."""
+        if not got:
+            raise IntegrityError(f"{self._ref.path} ends before chunk {self.chunk_id}")
+        self._hash.update(got)
+        self._done += len(got)
+        if self._done == self.size and self._hash.hexdigest() != self.chunk_id:
+            raise IntegrityError(f"{self._ref.path} no longer holds chunk {self.chunk_id}")
+
+    async def _read_piece(self) -> bytes:
+        try:
+            return await asyncio.to_thread(self._read)
+        except IntegrityError:
+            await self._drop([self.chunk_id])
+            raise
 
     async def _close(self) -> None:
         self._finalizer.detach()

@@ -484,7 +484,7 @@ async def _fetch_all(
                 key = (req.chunk_id, req.holder)
                 running[key] = tg.create_task(fetch(req.chunk_id, req.holder))
             if sched.in_flight == 0:
-                stuck = list(sched.stuck)
+                stuck = sched.stuck
                 if stuck:
                     break  # raised below: from inside the task group it would come out wrapped
             wake.clear()
