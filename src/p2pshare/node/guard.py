@@ -156,6 +156,12 @@ GUARD = web.AppKey("guard", PeerGuard)
 """The app's guard, read by :func:`body_pieces` (optional: default deadlines without it)."""
 
 
+def body_timeout(request: web.Request) -> float:
+    """Return the seconds a peer may keep a body waiting (the guard's ``body_timeout``)."""
+    guard = request.app.get(GUARD)
+    return guard.limits.body_timeout if guard is not None else DEFAULT_BODY_TIMEOUT
+
+
 async def body_pieces(request: web.Request, size: int) -> AsyncIterator[bytes]:
     """Yield the request body in pieces of at most ``size`` bytes, each window of it within
     ``body_timeout`` seconds of waiting (:class:`~p2pshare.core.deadlines.BodyPace`).
@@ -163,8 +169,7 @@ async def body_pieces(request: web.Request, size: int) -> AsyncIterator[bytes]:
     Raises :class:`BodyStalled` (408, connection closed) when the body falls behind. Time
     the caller spends between pieces (writing, pacing) does not count against the sender.
     """
-    guard = request.app.get(GUARD)
-    timeout = guard.limits.body_timeout if guard is not None else DEFAULT_BODY_TIMEOUT
+    timeout = body_timeout(request)
     pace = BodyPace(timeout)
     loop = asyncio.get_running_loop()
     pieces = aiter(request.content.iter_chunked(size))

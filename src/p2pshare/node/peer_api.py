@@ -2,7 +2,7 @@
 
 - ``POST /v1/reservations``: promise space for an upload (upload step 6);
 - ``PUT /v1/chunks/{chunk_id}?reservation=ID``: receive a chunk, verify, store, ack (step 8);
-- ``GET``/``HEAD /v1/chunks/{chunk_id}``: serve a chunk (sendfile);
+- ``GET``/``HEAD /v1/chunks/{chunk_id}``: serve a chunk (by ``sendfile`` where it can);
 - ``POST /v1/acks``: a downloader's receipt (download step 6), reported on to the tracker;
 - ``POST /v1/challenges``: an audit; answer HMAC-SHA256(key=nonce, the chunk's bytes).
 
@@ -16,18 +16,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
 
 from p2pshare.core.audit import ProofHasher
+from p2pshare.core.deadlines import BODY_WINDOW
 from p2pshare.core.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    P2PShareError,
     PayloadTooLarge,
     ReservationError,
     ReservationExpired,
@@ -43,12 +47,26 @@ from p2pshare.core.node_messages import (
     ReservationGrant,
     ReservationRequest,
 )
-from p2pshare.node.guard import body_pieces, streamed_body
+from p2pshare.core.sizes import format_size
+from p2pshare.node.guard import body_pieces, body_timeout, streamed_body
 from p2pshare.node.identity import NodeIdentity
 from p2pshare.node.limits import RateLimiter
 from p2pshare.node.problems import json_response, read_model
+from p2pshare.node.zerocopy import SendStalled, send_file
 from p2pshare.security.signing import HEADER, ReplayGuard, body_sha256, verify
+from p2pshare.storage.chunkstore import ChunkReader
 from p2pshare.storage.filestore import FileChunkStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SentCounts:
+    """Chunk bodies served in full: by ``sendfile`` and through the process."""
+
+    zero_copy: int = 0
+    copied: int = 0
+
 
 STORE = web.AppKey("store", FileChunkStore)
 UPLOAD_LIMIT = web.AppKey("upload_limit", RateLimiter)
@@ -62,6 +80,8 @@ REPLAYS = web.AppKey("replays", ReplayGuard)
 """The signed requests seen within the signature window (each is accepted once)."""
 ON_ACK = web.AppKey("on_ack", Callable[[DownloadAck], None])
 """Called with each valid downloader ack (the holder's report to the tracker goes from there)."""
+SENT = web.AppKey("sent", SentCounts)
+"""Counts the chunk bodies served, by how they were sent (optional)."""
 
 PIECE = 1 << 20
 
@@ -152,64 +172,74 @@ async def put_chunk(request: web.Request) -> web.Response:
     return json_response(receipt, status=201 if result.created else 200)
 
 
-class _SentFileResponse(web.FileResponse):
-    """A file response the handler sends itself (so the serving slot covers the sending).
-
-    aiohttp prepares a returned response again; a plain :class:`web.FileResponse` would then
-    try to send the file a second time, fail, and drop the keep-alive connection (which the
-    downloader sees as "server disconnected" on its next request). Here that second call is a
-    no-op.
-    """
-
-    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        if self.prepared:
-            return await web.StreamResponse.prepare(self, request)
-        return await super().prepare(request)
-
-
 async def get_chunk(request: web.Request) -> web.StreamResponse:
-    """Serve a chunk's bytes (``sendfile`` from the chunk file, or paced pieces under an
-    upload rate limit); 404 when absent, 503 when already serving as many as allowed."""
+    """Serve a chunk's bytes: by ``sendfile`` from its chunk file on a plain connection
+    (zerocopy.py), else through the process (TLS, a downloaded file read and checked on the
+    way, an upload rate limit); 404 when absent, 503 when already serving as many as allowed.
+
+    Once the head has gone no problem can follow it: a body that cannot be finished (the peer
+    went or stalled, the bytes no longer match) is cut by closing the connection.
+    """
     store = request.app[STORE]
     chunk_id = validate_id(request.match_info["chunk_id"], "chunk id")
     serving = request.app.get(SERVING)
     if serving is not None and serving.locked():
         raise Unavailable("this node is serving as many peers as it allows; ask another holder")
     async with serving if serving is not None else contextlib.nullcontext():
-        if not await store.has(chunk_id):
-            raise NotFound(f"this node has no chunk {chunk_id}")
-        limit = request.app.get(UPLOAD_LIMIT)
-        if store.referenced(chunk_id):
-            # from a downloaded file, read and hashed on the way (storage/filestore.py); a
-            # chunk file written since has replaced the reference
-            return await _paced_chunk(request, store, chunk_id, limit)
-        if limit is None or not limit.rate or request.method == "HEAD":
-            resp = _SentFileResponse(
-                store.path(chunk_id),
-                chunk_size=PIECE,
-                headers={"Content-Type": "application/octet-stream"},
-            )
-            await resp.prepare(request)  # sent here, while this request holds its slot
-            return resp
-        return await _paced_chunk(request, store, chunk_id, limit)
-
-
-async def _paced_chunk(
-    request: web.Request, store: FileChunkStore, chunk_id: str, limit: RateLimiter | None
-) -> web.StreamResponse:
-    """Send the chunk from its reader, at ``limit``'s pace when it has a rate."""
-    reader = await store.get(chunk_id)
-    async with reader:
-        resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
-        resp.content_length = reader.size
-        await resp.prepare(request)
-        if request.method == "HEAD":
-            return resp
-        pieces = limit.paced(reader) if limit is not None and limit.rate else reader
-        async for piece in pieces:
-            await resp.write(piece)
-        await resp.write_eof()
+        try:
+            reader = await store.get(chunk_id)
+        except NotFound:
+            raise NotFound(f"this node has no chunk {chunk_id}") from None
+        async with reader:
+            resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+            resp.content_length = reader.size
+            try:
+                await resp.prepare(request)  # sent here, while this request holds its slot
+                if request.method == "HEAD":
+                    return resp
+                await _send_body(request, resp, reader)
+            except (OSError, P2PShareError) as exc:
+                log.log(_cut_level(exc), "chunk %s to %s cut: %s", chunk_id, request.remote, exc)
+                if request.transport is not None:
+                    request.transport.abort()
+                return resp
+            await resp.write_eof()
     return resp
+
+
+def _cut_level(exc: BaseException) -> int:
+    """How loud a cut body is: a peer that closed (an endgame's loser does) is routine, a
+    stalled one worth a line, bytes that could not be read a warning."""
+    if isinstance(exc, SendStalled):
+        return logging.INFO
+    return logging.DEBUG if isinstance(exc, ConnectionError) else logging.WARNING
+
+
+async def _send_body(request: web.Request, resp: web.StreamResponse, reader: ChunkReader) -> None:
+    """Send ``reader``'s bytes after ``resp``'s head: zero-copy when the reader is a plain
+    file and nothing paces the sending, else piece by piece (at the upload limit's pace)."""
+    counts = request.app.get(SENT)
+    limit = request.app.get(UPLOAD_LIMIT)
+    timeout = body_timeout(request)
+    paced = limit is not None and bool(limit.rate)
+    fd = None if paced else reader.fileno()
+    if fd is not None and await send_file(request.transport, fd, reader.size, idle_timeout=timeout):
+        if counts is not None:
+            counts.zero_copy += 1
+        return
+    pieces = limit.paced(reader) if paced and limit is not None else reader
+    async for piece in pieces:
+        # the peer takes each 64 KiB within body_timeout, as a body sent to this node must
+        allowed = timeout * math.ceil(max(1, len(piece)) / BODY_WINDOW)
+        try:
+            async with asyncio.timeout(allowed):
+                await resp.write(piece)
+        except TimeoutError:
+            raise SendStalled(
+                f"the peer took less than {format_size(BODY_WINDOW)} per {timeout:g} s"
+            ) from None
+    if counts is not None:
+        counts.copied += 1
 
 
 async def ack(request: web.Request) -> web.Response:

@@ -153,6 +153,12 @@ class ChunkReader(abc.ABC):
     ) -> None:
         await self.aclose()
 
+    def fileno(self) -> int | None:
+        """Return the descriptor of a file whose bytes from offset 0 are exactly the chunk's,
+        for sending without a copy (``sendfile``); None when the bytes must pass through the
+        reader (held in memory, or checked as they are read)."""
+        return None
+
     @abc.abstractmethod
     async def _read_piece(self) -> bytes:
         """Return the next piece, or ``b""`` at the end."""

@@ -356,6 +356,9 @@ class _FileReader(ChunkReader):
     async def _read_piece(self) -> bytes:
         return await asyncio.to_thread(os.read, self._fd, READ_PIECE)
 
+    def fileno(self) -> int:
+        return self._fd
+
     def read_into(self, into: memoryview) -> int:
         # by direct I/O where allowed: a chunk pushed to holders does not fill the page cache
         if self._blocks is None:

@@ -177,6 +177,7 @@ async def run_node(
             peer_app[peer_api.UPLOAD_LIMIT] = up_limit
             peer_app[peer_api.DOWNLOAD_LIMIT] = down_limit
             peer_app[peer_api.SERVING] = asyncio.Semaphore(opts.max_peers_served)
+            sent = peer_app[peer_api.SENT] = peer_api.SentCounts()
             peer_app[peer_api.ON_ACK] = reporter.record
             peer_runner = web.AppRunner(peer_app, access_log=None, **guard.runner_options())
             await peer_runner.setup()
@@ -252,7 +253,12 @@ async def run_node(
                 if on_ready is not None:
                     on_ready(ready)
                 await stop.wait()
-                log.info("node %s stopping", opts.name)
+                log.info(
+                    "node %s stopping; served %d chunks by sendfile, %d through the process",
+                    opts.name,
+                    sent.zero_copy,
+                    sent.copied,
+                )
                 for task in tasks:
                     task.cancel()
     finally:
