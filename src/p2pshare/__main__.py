@@ -1,5 +1,5 @@
 """``python -m p2pshare`` runs the CLI."""
 
-from p2pshare.cli.app import run
+from p2pshare.cli.entry import run
 
 run()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from p2pshare import __version__
 from p2pshare.core.manifest import Manifest, manifest_of_bytes
 
 
@@ -39,6 +40,23 @@ def test_help_lists_commands() -> None:
     assert proc.returncode == 0
     for word in ("config", "manifest", "tracker", "node", "upload", "download", "demo", "--json"):
         assert word in proc.stdout
+
+
+def test_the_entry_point_runs_commands_with_the_collector_on() -> None:
+    # the CLI is imported with the garbage collector paused (cli/entry.py); a node or tracker
+    # started from it must run with it on again, or its memory would only grow
+    probe = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('collector on:', gc.isenabled()))\n"
+        "sys.argv = ['p2pshare', '--version']\n"
+        "from p2pshare.cli.entry import run\n"
+        "run()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [f"p2pshare {__version__}", "collector on: True"]
 
 
 def test_manifest_json_matches_the_library(tmp_path: Path) -> None:
