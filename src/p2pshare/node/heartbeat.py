@@ -88,19 +88,34 @@ async def integrity_loop(
             report.checked,
             len(report.quarantined),
         )
-        ids = list(report.quarantined)
-        for start in range(0, len(ids), MAX_RECLAIMS_PER_ANNOUNCE):
-            body = ReclaimReport(
-                node_id=node_id, chunk_ids=ids[start : start + MAX_RECLAIMS_PER_ANNOUNCE]
-            )
-            for attempt in range(REPORT_ATTEMPTS):
-                try:
-                    await tracker.lost(body)
-                except P2PShareError as exc:
-                    log.warning("reporting lost chunks failed: %s", exc.detail)
-                    await asyncio.sleep(0.5 * 2**attempt)
-                else:
-                    break
+        await report_lost(tracker, node_id, list(report.quarantined))
+
+
+async def broken_refs_loop(store: FileChunkStore, tracker: TrackerClient, node_id: str) -> None:
+    """Report chunks of downloaded files to the tracker as lost as soon as the store finds them
+    gone when used (the user changed or deleted the file), so downloaders stop asking this
+    node for them; the integrity scan would tell the tracker only hours later. Runs until
+    cancelled."""
+    while True:
+        ids = await store.broken_refs()
+        log.info("%d chunks of downloaded files are gone; telling the tracker", len(ids))
+        await report_lost(tracker, node_id, ids)
+
+
+async def report_lost(tracker: TrackerClient, node_id: str, ids: list[str]) -> None:
+    """Tell the tracker this node no longer holds chunks ``ids`` (batched, bounded retries)."""
+    for start in range(0, len(ids), MAX_RECLAIMS_PER_ANNOUNCE):
+        body = ReclaimReport(
+            node_id=node_id, chunk_ids=ids[start : start + MAX_RECLAIMS_PER_ANNOUNCE]
+        )
+        for attempt in range(REPORT_ATTEMPTS):
+            try:
+                await tracker.lost(body)
+            except P2PShareError as exc:
+                log.warning("reporting lost chunks failed: %s", exc.detail)
+                await asyncio.sleep(0.5 * 2**attempt)
+            else:
+                break
 
 
 class ServedReporter:

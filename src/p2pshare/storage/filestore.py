@@ -78,6 +78,8 @@ class FileChunkStore(ChunkStore):
         self._dir_lock = dir_lock
         self._closed = False
         self._refs: dict[str, FileRef] = {}
+        self._broken: set[str] = set()
+        self._broken_found = asyncio.Event()
 
     @classmethod
     async def open(
@@ -240,9 +242,30 @@ class FileChunkStore(ChunkStore):
             ref.identity
         ):
             return ref
-        await self._drop_refs([chunk_id])
-        log.info("chunk %s: %s changed or is gone, no longer served from it", chunk_id, ref.path)
+        await self._file_broken(ref.path)
         return None
+
+    async def broken_refs(self) -> list[str]:
+        """Wait until chunks served from downloaded files are found gone when used (the file
+        changed, moved or was deleted, or a range no longer hashes to its chunk); return their
+        ids, each once, so the caller can tell the tracker now rather than at the next
+        integrity scan (which reports what it finds itself)."""
+        await self._broken_found.wait()
+        self._broken_found.clear()
+        broken, self._broken = sorted(self._broken), set()
+        return broken
+
+    async def _file_broken(self, path: str) -> None:
+        """The file at ``path`` no longer has its identity (or cannot be opened): none of the
+        references into it can be used."""
+        ids = [c for c, r in self._refs.items() if r.path == path]
+        log.info("%s changed or is gone: %d chunks no longer served from it", path, len(ids))
+        await self._ref_broken(ids)
+
+    async def _ref_broken(self, chunk_ids: list[str]) -> None:
+        await self._drop_refs(chunk_ids)
+        self._broken.update(chunk_ids)
+        self._broken_found.set()
 
     async def _drop_refs(self, chunk_ids: list[str]) -> None:
         saved = [c for c in chunk_ids if (r := self._refs.pop(c, None)) and r.identity]
@@ -290,9 +313,9 @@ class FileChunkStore(ChunkStore):
             return None
         fd = await asyncio.to_thread(_open_ref, ref)
         if fd is None:
-            await self._drop_refs([chunk_id])
+            await self._file_broken(ref.path)
             return None
-        return _RefReader(ref, fd, self._drop_refs)
+        return _RefReader(ref, fd, self._ref_broken)
 
     async def _remove(self, chunk_id: str) -> int | None:
         return await asyncio.to_thread(diskio.remove, diskio.chunk_path(self._root, chunk_id))

@@ -25,7 +25,12 @@ from p2pshare.core.errors import InvalidInput
 from p2pshare.core.messages import NodeAnnounce
 from p2pshare.node import control_api, peer_api
 from p2pshare.node.guard import GUARD, PeerGuard
-from p2pshare.node.heartbeat import ServedReporter, heartbeat_loop, integrity_loop
+from p2pshare.node.heartbeat import (
+    ServedReporter,
+    broken_refs_loop,
+    heartbeat_loop,
+    integrity_loop,
+)
 from p2pshare.node.http import new_session
 from p2pshare.node.identity import NodeIdentity
 from p2pshare.node.limits import RateLimiter
@@ -237,6 +242,7 @@ async def run_node(
                     ),
                     tg.create_task(reclaims.run()),
                     tg.create_task(integrity_loop(store, tracker, node_id, opts.scan_interval)),
+                    tg.create_task(broken_refs_loop(store, tracker, node_id)),
                     tg.create_task(repairs.run()),
                     tg.create_task(audits.run()),
                     tg.create_task(reporter.run()),

@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -97,5 +98,16 @@ def test_a_downloaded_file_is_served_from_itself_and_only_while_unchanged(
         failed = c.cli(d3, "download", fid, "-o", str(tmp_path / "d3.bin"))
         assert failed.returncode != 0
         assert "no reachable holder" in failed.stderr, failed.stderr
+        # d1 found its file changed when asked, and told the tracker at once (not at its
+        # next integrity scan, hours later): no chunk lists it as a holder any more
+        deadline = time.monotonic() + 15
+        while True:
+            holders = {
+                h["node_id"] for ch in c.get(f"/v1/files/{fid}")["chunks"] for h in ch["holders"]
+            }
+            if d1.node_id not in holders or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert d1.node_id not in holders
     finally:
         c.close()

@@ -92,6 +92,25 @@ async def test_a_deleted_file_is_no_longer_served(tmp_path: Path) -> None:
         assert not await store.has(cid)
         with pytest.raises(NotFound):
             await store.size(cid)
+        # one look at one chunk drops every chunk of the file, and says so (for the tracker)
+        assert await broken(store) == sorted(c for c, _ in chunks)
+        assert await store.list() == []
+
+
+async def broken(store: FileChunkStore) -> list[str]:
+    """Return what :meth:`FileChunkStore.broken_refs` has to say, waiting at most 5 s."""
+    async with asyncio.timeout(5):
+        return await store.broken_refs()
+
+
+async def nothing_broken(store: FileChunkStore) -> bool:
+    """Return whether :meth:`FileChunkStore.broken_refs` has nothing to say (within 0.2 s)."""
+    try:
+        async with asyncio.timeout(0.2):
+            await store.broken_refs()
+    except TimeoutError:
+        return True
+    return False
 
 
 async def test_bytes_changed_behind_the_same_identity_fail_the_read(tmp_path: Path) -> None:
@@ -115,6 +134,7 @@ async def test_bytes_changed_behind_the_same_identity_fail_the_read(tmp_path: Pa
             await store.read(cid)
         assert not await store.has(cid)
         assert await store.read(chunks[1][0]) == chunks[1][1]  # the others are intact
+        assert await broken(store) == [cid]
 
 
 async def test_delete_drops_a_reference_and_a_put_replaces_it(tmp_path: Path) -> None:
@@ -129,6 +149,7 @@ async def test_delete_drops_a_reference_and_a_put_replaces_it(tmp_path: Path) ->
         assert not store.referenced(copied)
         assert await store.read(copied) == data
         assert store.free_bytes == QUOTA - len(data)
+        assert await nothing_broken(store)  # dropped on purpose: nothing was lost
     async with await FileChunkStore.open(tmp_path / "store", quota=QUOTA) as store:
         assert await store.list() == sorted([copied, chunks[2][0]])
 
