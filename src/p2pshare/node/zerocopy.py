@@ -3,8 +3,8 @@
 aiohttp sends a file with ``loop.sendfile``, which uvloop (the node's loop) does not implement:
 aiohttp then reads the file in pieces in worker threads and writes them to the socket, so every
 byte served is copied into the process and out again. Measured here (1 GiB, three holders, three
-downloaders at once): each holder spent 1.1-1.4 CPU seconds a run that way, 0.5-0.6 with
-``sendfile`` (docs/performance.md).
+downloaders at once, two rounds each way): each holder spent 1.0-1.4 CPU seconds a run that
+way, 0.35-0.55 with :func:`send_file` (docs/performance.md).
 
 :func:`send_file` calls ``os.sendfile`` in a worker thread, on a duplicate of the connection's
 socket descriptor, once the transport has nothing buffered (the response head has gone): the

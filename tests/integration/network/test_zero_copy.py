@@ -232,8 +232,9 @@ def test_a_peer_that_stops_reading_is_cut_after_the_body_timeout(
             writer.write(f"GET /v1/chunks/{chunk_id} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             await reader.readuntil(b"\r\n\r\n")
             assert h.serving.locked()  # the send holds the slot
-            # read nothing for a while: the holder gives up and frees its serving slot
-            await wait_for(lambda: not h.serving.locked(), 10)
+            # read nothing for a while: the holder gives up and frees its serving slot (through
+            # the process, a 1 MiB piece may wait 16 x 0.5 s)
+            await wait_for(lambda: not h.serving.locked(), 30)
             got = 0
             with contextlib.suppress(ConnectionError):
                 while piece := await reader.read(1 << 20):
