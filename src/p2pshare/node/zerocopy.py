@@ -50,10 +50,18 @@ async def send_file(
     sock = transport.get_extra_info("socket")
     if sock is None or transport.get_write_buffer_size():
         return False
-    out = os.dup(sock.fileno())  # the thread's own: closing the transport cannot reuse it
+    # the thread's own descriptors: a send abandoned (its task cancelled) may run on for a
+    # moment after the transport and the caller's file are closed; their numbers may then be
+    # reused, but not these
+    out = os.dup(sock.fileno())
+    try:
+        src = os.dup(fd)
+    except OSError:
+        os.close(out)
+        raise
     abandoned = threading.Event()
     try:
-        await asyncio.to_thread(_send_all, out, fd, count, idle_timeout, abandoned)
+        await asyncio.to_thread(_send_all, out, src, count, idle_timeout, abandoned)
     finally:
         abandoned.set()
     return True
@@ -63,7 +71,7 @@ def _send_all(
     out: int, fd: int, count: int, idle_timeout: float, abandoned: threading.Event
 ) -> None:
     """Blocking: send ``count`` bytes of ``fd`` from offset 0 to the non-blocking socket
-    ``out``, waiting for room as long as the peer keeps taking bytes; close ``out``."""
+    ``out``, waiting for room as long as the peer keeps taking bytes; close both."""
     try:
         poller = select.poll()
         poller.register(out, select.POLLOUT)
@@ -88,3 +96,4 @@ def _send_all(
             poller.poll(1000 * min(POLL_SECONDS, idle_timeout - idle))
     finally:
         os.close(out)
+        os.close(fd)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import random
 import ssl
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -116,6 +117,20 @@ async def wait_for(check: Callable[[], bool], seconds: float) -> None:
             await asyncio.sleep(0.02)
 
 
+async def open_fds() -> int:
+    """Return how many descriptors this process has open."""
+    return len(await asyncio.to_thread(os.listdir, "/proc/self/fd"))
+
+
+async def wait_until_async(
+    get: Callable[[], Coroutine[Any, Any, int]], want: int, seconds: float
+) -> None:
+    """Wait, bounded, until ``await get()`` returns ``want``."""
+    async with asyncio.timeout(seconds):
+        while await get() != want:
+            await asyncio.sleep(0.05)
+
+
 async def sent(h: Holder) -> tuple[int, int]:
     """Return the holder's (zero-copy, copied) counts once it has finished serving (a peer
     may have the last byte a moment before the handler counts it)."""
@@ -160,13 +175,14 @@ def test_a_chunk_file_is_sent_by_sendfile_to_a_slow_reader_intact(
     async def scenario() -> None:
         async with holder(tmp_path / "h") as h:
             chunk_id, data = await stored(h, BIG)
+            fds = await open_fds()
             # small reads with pauses: the socket fills, and the send waits for room many times
             headers, body = await get(h, chunk_id, piece=256 * 1024, pause=0.002)
             assert headers["status"] == "200"
             assert headers["content-length"] == str(BIG)
             assert body == data
             assert await sent(h) == (1, 0)
-            # the connection stays usable: a second request on it gets the next chunk whole
+            # a kept-alive connection carries several sends: two pipelined GETs, each whole
             small_id, small = await stored(h, 3 * MiB + 5, seed=2)
             await wait_for(lambda: not h.serving.locked(), 10)
             reader, writer = await h.connect()
@@ -178,6 +194,11 @@ def test_a_chunk_file_is_sent_by_sendfile_to_a_slow_reader_intact(
                 assert await reader.readexactly(len(small)) == small
             writer.close()
             assert await sent(h) == (3, 0)
+            # every descriptor the sends used is closed (the server's side of the closed
+            # connections goes a moment after the clients')
+            with contextlib.suppress(TimeoutError):
+                await wait_until_async(open_fds, fds, 5)
+            assert await open_fds() == fds
 
     run(loop, scenario())
 
