@@ -313,7 +313,12 @@ class FileChunkStore(ChunkStore):
             return None
         fd = await asyncio.to_thread(_open_ref, ref)
         if fd is None:
-            await self._file_broken(ref.path)
+            if ref.identity is None:
+                # a part file still being written, or renamed a moment before its references
+                # follow it (kept_file_moved): only this one is dropped, and nothing is lost
+                await self._drop_refs([chunk_id])
+            else:
+                await self._file_broken(ref.path)
             return None
         return _RefReader(ref, fd, self._ref_broken)
 

@@ -57,6 +57,26 @@ async def test_references_into_a_part_file_serve_while_it_is_written(tmp_path: P
         assert not await store.has(cid)  # a part file's references live in memory only
 
 
+async def test_a_part_file_missing_for_a_moment_costs_one_reference_and_reports_nothing(
+    tmp_path: Path,
+) -> None:
+    """Between the rename of a finished download and ``kept_file_moved`` its part file is
+    gone: a peer asking then must not make the store drop the whole file or report it lost."""
+    async with await FileChunkStore.open(tmp_path / "store", quota=QUOTA) as store:
+        chunks = [make_chunk(seed, 8 * KiB) for seed in (6, 7, 8)]
+        part, out = tmp_path / "h.bin.part", tmp_path / "h.bin"
+        await asyncio.to_thread(write_file, part, [data for _, data in chunks])
+        for i, (cid, data) in enumerate(chunks):
+            await store.keep(cid, data, at=(part, i * 8 * KiB))
+        await asyncio.to_thread(part.rename, out)  # the download finishes its file
+        with pytest.raises(NotFound):
+            await store.read(chunks[0][0])  # a peer asks in between
+        await store.kept_file_moved(part, out)
+        assert await nothing_broken(store)
+        for cid, data in chunks[1:]:
+            assert await store.read(cid) == data
+
+
 async def test_references_are_kept_across_a_restart(tmp_path: Path) -> None:
     async with await FileChunkStore.open(tmp_path / "store", quota=QUOTA) as store:
         _, chunks = await downloaded(tmp_path, store)
