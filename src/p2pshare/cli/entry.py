@@ -1,22 +1,52 @@
-"""The ``p2pshare`` command's entry point: the CLI is imported with the garbage collector paused.
+"""The ``p2pshare`` command's entry point: the CLI is imported as cheaply as it can be.
 
 Starting imports aiohttp, pydantic, typer and rich and builds our models: several hundred
-thousand objects, nearly all kept for the life of the process. The collector would walk them
-again and again while they are made, for nothing. Paused meanwhile, ``p2pshare --version``
-took 504-570 ms of CPU here against 590-685 ms (8 starts each way, alternated 4 times); three
-downloads started at once spend that on the same two cores as the transfers. The objects are
-then frozen out of later full collections, which a node or a tracker runs for hours.
+thousand objects, nearly all kept for the life of the process. Two things make that dearer than
+it need be, and both are avoided here:
+
+- The garbage collector would walk those objects again and again while they are made, for
+  nothing. Paused meanwhile, ``p2pshare --version`` took 504-570 ms of CPU here against
+  590-685 ms (8 starts each way, alternated 4 times). The objects are then frozen out of later
+  full collections, which a node or a tracker runs for hours.
+- aiohttp builds its two default TLS contexts as it is imported, and each loads the system's
+  CA bundle (about 55 ms each here). p2pshare never trusts those authorities: every https
+  address it calls carries the other side's certificate fingerprint (``node.http.prepare``
+  refuses one without), and a pinned call checks that fingerprint, not a chain. So aiohttp is
+  imported with the CA locations pointed at nothing, and the environment is put back at once:
+  its default contexts hold no authority, and a call that relied on them would be refused.
+
+Three downloads started at once spend these starts on the same two cores as the transfers.
 """
 
 from __future__ import annotations
 
 import gc
+import os
+
+# the OpenSSL variables that name the default CA file and directory
+CA_LOCATIONS = ("SSL_CERT_FILE", "SSL_CERT_DIR")
+
+
+def import_aiohttp_without_system_cas() -> None:
+    """Import aiohttp with the CA locations pointed at nothing; restore the environment."""
+    saved = {name: os.environ.get(name) for name in CA_LOCATIONS}
+    try:
+        for name in CA_LOCATIONS:
+            os.environ[name] = os.devnull
+        import aiohttp  # noqa: F401  (builds its default TLS contexts now)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def run() -> None:
     """Import the CLI with the collector paused, then run it and exit with its code."""
     gc.disable()
     try:
+        import_aiohttp_without_system_cas()
         from p2pshare.cli.app import run as run_cli
     finally:
         gc.freeze()

@@ -42,6 +42,15 @@ def test_help_lists_commands() -> None:
         assert word in proc.stdout
 
 
+def run_probe(code: str) -> list[str]:
+    """Run ``code`` in a fresh interpreter; return the lines it printed."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()
+
+
 def test_the_entry_point_runs_commands_with_the_collector_on() -> None:
     # the CLI is imported with the garbage collector paused (cli/entry.py); a node or tracker
     # started from it must run with it on again, or its memory would only grow
@@ -52,11 +61,28 @@ def test_the_entry_point_runs_commands_with_the_collector_on() -> None:
         "from p2pshare.cli.entry import run\n"
         "run()\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    assert run_probe(probe) == [f"p2pshare {__version__}", "collector on: True"]
+
+
+def test_the_entry_point_imports_aiohttp_without_the_system_cas() -> None:
+    # loading the CA bundle twice cost about 110 ms of every start (cli/entry.py); p2pshare pins
+    # every https address, so aiohttp's default contexts must trust nothing, and the
+    # environment must be as the user left it afterwards
+    probe = (
+        "import os, ssl\n"
+        "os.environ.pop('SSL_CERT_FILE', None)\n"
+        "os.environ['SSL_CERT_DIR'] = 'the-users-dir'\n"
+        "from p2pshare.cli.entry import import_aiohttp_without_system_cas\n"
+        "import_aiohttp_without_system_cas()\n"
+        "from aiohttp import connector\n"
+        "contexts = (connector._SSL_CONTEXT_VERIFIED, connector._SSL_CONTEXT_UNVERIFIED)\n"
+        "print([c.cert_store_stats()['x509_ca'] for c in contexts])\n"
+        "print(os.environ.get('SSL_CERT_FILE'), os.environ['SSL_CERT_DIR'])\n"
+        "print(ssl.create_default_context().cert_store_stats()['x509_ca'] > 0)\n"
     )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == [f"p2pshare {__version__}", "collector on: True"]
+    # the last line shows that the restored environment loads the system's CAs again: the
+    # first one means something
+    assert run_probe(probe) == ["[0, 0]", "None the-users-dir", "True"]
 
 
 def test_manifest_json_matches_the_library(tmp_path: Path) -> None:
