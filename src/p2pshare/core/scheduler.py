@@ -37,6 +37,22 @@ ENDGAME_COPIES = 2
 """Requests in flight at once for one chunk during the endgame."""
 
 
+def worth_new_sources(left: int, fetched: int, elapsed: float, horizon: float) -> bool:
+    """Return True when a download is worth a look for new sources: it will likely run for
+    ``horizon`` seconds more.
+
+    ``fetched`` chunks came in over the last ``elapsed`` seconds and ``left`` are still to
+    come. A source found now pays off only over the time the download has left, while each
+    look costs a read of the whole file detail (at the tracker and here). A download that has
+    fetched nothing yet is stalled or just started: it looks.
+    """
+    if left <= 0:
+        return False
+    if fetched <= 0 or elapsed <= 0:
+        return True
+    return left * elapsed / fetched >= horizon
+
+
 @dataclass(frozen=True, slots=True)
 class ChunkSource:
     """A distinct chunk to fetch: its id, size, the indices it fills, and who holds it."""

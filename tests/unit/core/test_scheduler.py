@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pshare.core.scheduler import ChunkSource, DownloadScheduler, Request
+from p2pshare.core.scheduler import ChunkSource, DownloadScheduler, Request, worth_new_sources
 
 
 def cid(i: int) -> str:
@@ -211,3 +211,34 @@ def test_equally_rare_chunks_go_in_a_different_order_for_each_download() -> None
     rare = [source(0, "a", "b", "c"), source(1, "a")]
     s = DownloadScheduler(rare, per_holder=4, total=1, rng=random.Random(7))
     assert s.next_requests() == [Request(cid(1), "a")]  # rarest first, whatever the draw
+
+
+# --- when a download looks for new sources ------------------------------------------------
+
+
+def test_a_download_with_time_left_looks_for_new_sources() -> None:
+    # 10 chunks in 2 s: 5 a second; 40 left is 8 s more, 20 left 4 s
+    assert worth_new_sources(40, 10, 2.0, horizon=6.0)
+    assert not worth_new_sources(20, 10, 2.0, horizon=6.0)
+    assert worth_new_sources(30, 10, 2.0, horizon=6.0)  # exactly the horizon
+
+
+def test_a_stalled_or_finished_download() -> None:
+    assert worth_new_sources(5, 0, 2.0, horizon=6.0)  # nothing came: look for anyone
+    assert worth_new_sources(5, 3, 0.0, horizon=6.0)  # no pace known yet
+    assert not worth_new_sources(0, 10, 2.0, horizon=6.0)  # nothing left to fetch
+
+
+@given(
+    st.integers(1, 10_000),
+    st.integers(1, 10_000),
+    st.integers(1, 10_000),
+    st.floats(0.01, 1e4),
+    st.floats(0.0, 1e4),
+)
+def test_more_left_or_a_slower_pace_never_stops_the_looking(
+    left: int, more: int, fetched: int, elapsed: float, horizon: float
+) -> None:
+    if worth_new_sources(left, fetched, elapsed, horizon):
+        assert worth_new_sources(left + more, fetched, elapsed, horizon)
+        assert worth_new_sources(left, fetched, elapsed * 2, horizon)
