@@ -135,6 +135,17 @@ class TrackerClient:
             signer=self._signer,
         )
 
+    async def offline(self, node_id: str) -> Receipt:
+        """Say this node is stopping: offline until its next announce."""
+        return await call(
+            self._session,
+            "POST",
+            self._url(f"/nodes/{node_id}/offline"),
+            Receipt,
+            where=self._where,
+            signer=self._signer,
+        )
+
     async def drain_status(self, node_id: str) -> DrainStatus:
         """Return how many of this node's chunks still wait for a copy elsewhere."""
         return await call(

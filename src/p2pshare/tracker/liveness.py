@@ -45,6 +45,8 @@ class NodeState:
     """monotonic seconds"""
     seen_at: datetime
     """wall time, UTC"""
+    stopped: bool = False
+    """the node said it stopped (offline until its next announce)"""
     _views: dict[bool, tuple[NodeInfo, Holder]] = field(
         default_factory=dict, repr=False, compare=False
     )
@@ -132,6 +134,15 @@ class Liveness:
         self._dirty.add(a.node_id)
         return state
 
+    def stopped(self, node_id: str) -> bool:
+        """Note that ``node_id`` stopped: offline from now until it announces again, not only
+        after ``offline_after`` seconds of silence. Return False for a node not heard from."""
+        state = self._nodes.get(node_id)
+        if state is None:
+            return False
+        state.stopped = True
+        return True
+
     # --- queries --------------------------------------------------------------------------
 
     def get(self, node_id: str) -> NodeState | None:
@@ -153,7 +164,7 @@ class Liveness:
         return (s for s in self._nodes.values() if self._fresh(s, now))
 
     def _fresh(self, state: NodeState, now: float) -> bool:
-        return now - state.seen <= self.offline_after
+        return not state.stopped and now - state.seen <= self.offline_after
 
     # --- write-behind ---------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from p2pshare import __version__
-from p2pshare.core.errors import Forbidden, InvalidInput
+from p2pshare.core.errors import Forbidden, InvalidInput, NotFound
 from p2pshare.core.ids import validate_id
 from p2pshare.core.messages import (
     DEFAULT_PAGE_SIZE,
@@ -227,6 +227,16 @@ async def start_drain(node_id: str, t: State, signer: Signer) -> Response:
     """A node is leaving: copy its chunks elsewhere; answers how many still wait."""
     _acting_as(signer, _valid_node_id(node_id))
     return answer(await t.repairs.drain(_valid_node_id(node_id)))
+
+
+@router.post("/nodes/{node_id}/offline", response_model=Receipt, tags=["nodes"])
+async def went_offline(node_id: str, t: State, signer: Signer) -> Response:
+    """A node is stopping: it is offline from now on (until it announces again), so no
+    downloader is sent to it for the three heartbeats its silence would take to notice."""
+    _acting_as(signer, _valid_node_id(node_id))
+    if not t.repo.liveness.stopped(node_id):
+        raise NotFound(f"node {node_id} has not announced since the tracker started")
+    return answer(Receipt(recorded="node-offline", at=t.clock.now()))
 
 
 @router.get("/nodes/{node_id}/drain", response_model=DrainStatus, tags=["nodes"])

@@ -21,7 +21,7 @@ from pathlib import Path
 from aiohttp import web
 
 from p2pshare.core.admission import ServerLimits
-from p2pshare.core.errors import InvalidInput
+from p2pshare.core.errors import InvalidInput, P2PShareError
 from p2pshare.core.messages import NodeAnnounce
 from p2pshare.node import control_api, peer_api
 from p2pshare.node.guard import GUARD, PeerGuard
@@ -54,6 +54,8 @@ IO_THREADS = 32
 
 RUNTIME_FILE = "node.json"
 EXPIRE_EVERY = 60.0
+OFFLINE_TIMEOUT = 3.0
+"""Most seconds a stopping node waits for the tracker to note it offline."""
 JSON_BODY_LIMIT = 1 << 20
 WILDCARDS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - detected, not bound
 
@@ -267,11 +269,27 @@ async def run_node(
                 )
                 for task in tasks:
                     task.cancel()
+            # the heartbeat is over: tell the tracker, so that no downloader is sent here for
+            # the three heartbeats the silence would take to notice
+            await _say_offline(tracker, node_id)
     finally:
         for runner in reversed(runners):
             await runner.cleanup()
         await asyncio.to_thread(runtime_file.unlink, missing_ok=True)
         await store.close()
+
+
+async def _say_offline(tracker: TrackerClient, node_id: str) -> None:
+    """Tell the tracker this node stops, within OFFLINE_TIMEOUT; it notices anyway if not."""
+    try:
+        async with asyncio.timeout(OFFLINE_TIMEOUT):
+            await tracker.offline(node_id)
+    except P2PShareError as exc:
+        log.info("could not tell the tracker this node stops: %s", exc.detail)
+    except TimeoutError:
+        log.info("could not tell the tracker this node stops: no answer in %g s", OFFLINE_TIMEOUT)
+    else:
+        log.info("told the tracker this node stops")
 
 
 def _peer_address(opts: NodeOptions, port: int, fingerprint: str) -> str:

@@ -117,8 +117,12 @@ class Cluster:
         self._procs.append(proc)
         return proc
 
-    def start_tracker(self, *extra: str, port: int = 0) -> str:
-        """Start (or restart, on the same data dir) the tracker; return its URL."""
+    def start_tracker(self, *extra: str, port: int = 0, heartbeat: float | None = HEARTBEAT) -> str:
+        """Start (or restart, on the same data dir) the tracker; return its URL.
+
+        ``heartbeat``: seconds between announces (None: the tracker's default, as users run it).
+        """
+        beat = ("--heartbeat-interval", str(heartbeat)) if heartbeat is not None else ()
         self.tracker = self._start(
             "tracker",
             "tracker",
@@ -126,8 +130,7 @@ class Cluster:
             str(port),
             "--data",
             str(self.root / "tracker"),
-            "--heartbeat-interval",
-            str(HEARTBEAT),
+            *beat,
             *extra,
         )
         return self.tracker_url

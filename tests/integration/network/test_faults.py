@@ -392,3 +392,26 @@ def test_interrupted_upload_resumes_without_resending_acked_chunks(
     for a in acked:
         assert a["holder"] in held[a["chunk"]]  # counted as placed ...
         assert not by_id[a["holder"]].chunk_path(a["chunk"]).exists()  # ... and not re-sent
+
+
+def test_a_stopped_node_is_offline_at_once_not_after_three_heartbeats(tmp_path: Path) -> None:
+    """A node stopped by SIGTERM (or ctrl-C) tells the tracker, so no downloader is sent to
+    it for the 90 s (three default heartbeats) its silence would take to notice."""
+    c = Cluster(tmp_path)
+    try:
+        c.start_tracker(heartbeat=None)  # the default: 30 s between announces
+        a = c.start_node("a", "64MiB")
+        c.start_node("b", "64MiB")
+        c.wait_online(2)
+        started = time.monotonic()
+        c.kill("a", signal.SIGTERM)
+        c.wait_offline(a, timeout=5.0)
+        assert time.monotonic() - started < 10.0
+        assert "told the tracker this node stops" in a.proc.log()
+        assert {n["node_id"] for n in c.get("/v1/nodes", online="true")["items"]} == {
+            c.nodes["b"].node_id
+        }
+        c.start_node("a", "64MiB")  # back: its first announce brings it online again
+        c.wait_online(2, timeout=10.0)
+    finally:
+        c.close()

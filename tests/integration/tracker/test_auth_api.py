@@ -341,6 +341,7 @@ ROUTES: dict[str, Callable[[Setup], Request]] = {
         {"json": {"node_id": nid("h1"), "chunk_ids": s.m.chunk_ids[:1]}},
     ),
     "drain": lambda s: ("POST", f"/v1/nodes/{nid('h1')}/drain", {}),
+    "offline": lambda s: ("POST", f"/v1/nodes/{nid('h1')}/offline", {}),
     "delete": lambda s: (
         "DELETE",
         f"/v1/files/{s.m.file_id}",

@@ -8,7 +8,16 @@ from p2pshare.core.messages import LISTED_HOLDERS, MAX_REPLICAS, FileDetail
 from p2pshare.tracker.liveness import flush_once
 from p2pshare.tracker.models import Node
 from tests.integration.tracker.conftest import StartTracker
-from tests.integration.tracker.support import announce, body, manifest, nid, node, registration
+from tests.integration.tracker.support import (
+    announce,
+    assert_problem,
+    body,
+    manifest,
+    nid,
+    node,
+    registration,
+    send_signed,
+)
 
 INTERVAL = 10.0
 
@@ -137,3 +146,46 @@ async def test_a_detail_shows_each_holder_as_of_its_last_announce(
         t.clock.advance(3 * INTERVAL + 1)
         seeders, _ = await seen()
         assert (nid("a"), 200, False) in seeders
+
+
+async def test_a_node_that_says_it_stops_is_offline_at_once_until_it_announces(
+    start_tracker: StartTracker,
+) -> None:
+    """A stopping node says so: downloaders are not sent to it for the three heartbeats
+    its silence would take; its next announce brings it back."""
+    async with start_tracker(heartbeat_interval=INTERVAL) as t:
+        await announce(t.client, node("owner"), node("a"), node("b"))
+        m = manifest(1)
+        reg = registration(m, nid("owner"), ["a", "b"], replica_target=2)
+        assert (await t.client.post("/v1/files", json=body(reg))).status_code == 201
+
+        async def online() -> tuple[set[str], list[tuple[str, bool]]]:
+            page = (await t.client.get("/v1/nodes?online=true")).json()
+            d = FileDetail.model_validate_json(
+                (await t.client.get(f"/v1/files/{m.file_id}")).content
+            )
+            return {n["node_id"] for n in page["items"]}, [
+                (h.node_id, h.online) for h in d.chunks[0].holders
+            ]
+
+        r = await t.client.post(f"/v1/nodes/{nid('a')}/offline")  # signed as a
+        assert r.status_code == 200, r.text
+        assert r.json()["recorded"] == "node-offline"
+        assert await online() == (
+            {nid("owner"), nid("b")},
+            [(nid("b"), True), (nid("a"), False)],  # a listed last, as offline
+        )
+        await flush_once(t.state.liveness, t.state.repo)
+        async with t.state.db.read() as s:
+            status = await s.scalar(select(Node.status).where(Node.node_id == nid("a")))
+        assert status == "offline"
+
+        await announce(t.client, node("a"))
+        assert (await online())[0] == {nid("owner"), nid("a"), nid("b")}
+
+        # only the node itself may say so, and only a node the tracker has heard from
+        r = await send_signed(t.client, "POST", f"/v1/nodes/{nid('a')}/offline", "b")
+        assert_problem(r, 403, "forbidden", "")
+        r = await t.client.post(f"/v1/nodes/{nid('never')}/offline")
+        assert_problem(r, 404, "not-found", "has not announced")
+        assert nid("a") in (await online())[0]
