@@ -403,8 +403,12 @@ class Net:
         """node id -> name, of every node started (stopped ones too)"""
         self._seq = 0
         try:
-            # audits, repairs of downloaders stopped after their run: off for the run
-            self.c.start_tracker("--audit-interval", "86400", "--repair-grace", "86400", *self.mode)
+            # audits, repairs of downloaders stopped after their run: off for the run; the
+            # heartbeat is the default one, as users run it (the tests' 1 s cost the tracker
+            # and every node an announce each second, and the tracker a repair round)
+            self.c.start_tracker(
+                "--audit-interval", "86400", "--repair-grace", "86400", *self.mode, heartbeat=None
+            )
             with ThreadPoolExecutor(len(HOLDERS)) as pool:
                 list(pool.map(lambda n: self.c.start_node(n, self.storage, *self.mode), HOLDERS))
             self.wait_online([self.c.nodes[h] for h in HOLDERS])
@@ -1195,12 +1199,7 @@ class Suite:
         c = Cluster(root)
         try:
             url = c.start_tracker(
-                "--heartbeat-interval",
-                "30",
-                "--audit-interval",
-                "86400",
-                "--repair-grace",
-                "86400",
+                "--audit-interval", "86400", "--repair-grace", "86400", heartbeat=30.0
             )
             assert c.tracker is not None
             pid = c.tracker.popen.pid
@@ -1367,12 +1366,7 @@ class Suite:
         try:
             t0 = time.perf_counter()
             url = c.start_tracker(
-                "--heartbeat-interval",
-                "300",
-                "--audit-interval",
-                "86400",
-                "--repair-grace",
-                "86400",
+                "--audit-interval", "86400", "--repair-grace", "86400", heartbeat=300.0
             )
             start_s = time.perf_counter() - t0
             check_catalogue(c, url, keys, file_ids, chunks, replicas)

@@ -527,7 +527,7 @@ def standalone(args: argparse.Namespace) -> None:
         c = Cluster(Path(tmp))
         try:
             extra = ("--no-tls",) if args.no_tls else ()
-            url = c.start_tracker("--heartbeat-interval", "30", "--audit-interval", "86400", *extra)
+            url = c.start_tracker("--audit-interval", "86400", *extra, heartbeat=30.0)
             assert c.tracker is not None
             asyncio.run(mixed(args, url, c.tracker.popen.pid))
         finally:
