@@ -386,8 +386,8 @@ async def _swarm(
     New holders are looked up only while the download will likely run ``SOURCES_HORIZON``
     more seconds at its pace so far (``worth_new_sources``): each look is a read of the whole
     file detail, which the tracker builds again after every report. Three downloads of 1 GiB
-    at once on one machine, done in about 5 s, spent 15% of their throughput on looks that
-    found sources too late to be used (bench download-3, 3 rounds each way)."""
+    at once on one machine, each done in about 5 s, went from 497-553 to 627-673 MB/s in all
+    without the looks, whose sources came too late to be used (3 rounds each way, paired)."""
     me = ctx.identity.node_id
     started = time.monotonic()
     left_at_start = sched.remaining
