@@ -42,6 +42,7 @@ from p2pshare.core.messages import (
     RepairReport,
     ReplicaReport,
     Stats,
+    build_messages,
 )
 from p2pshare.security.signing import HEADER, body_sha256, verify
 from p2pshare.tracker.problems import PROBLEM_JSON
@@ -62,6 +63,7 @@ _PROBLEMS: dict[int | str, dict[str, object]] = {
     ]
 }
 
+build_messages()  # before the routes read them (see core.messages.Message)
 router = APIRouter(prefix="/v1", responses=_PROBLEMS)
 _node_id = TypeAdapter(NodeId)
 

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from p2pshare.core.admission import ServerLimits
 from p2pshare.core.errors import InvalidInput, P2PShareError
-from p2pshare.core.messages import NodeAnnounce
+from p2pshare.core.messages import NodeAnnounce, build_messages
 from p2pshare.node import control_api, peer_api
 from p2pshare.node.guard import GUARD, PeerGuard
 from p2pshare.node.heartbeat import (
@@ -146,6 +146,7 @@ async def run_node(
     Raises :class:`~p2pshare.core.errors.StoreLocked` when another node runs on the data dir,
     and :class:`InvalidInput` when a port cannot be bound.
     """
+    build_messages()  # now, not at the first request that uses each (core.messages.Message)
     if opts.host in WILDCARDS and not opts.public_address:
         raise InvalidInput(
             f"--host {opts.host} listens everywhere but says nothing of how others reach this "
