@@ -140,6 +140,20 @@ def _write_all(
         out.write_at(data, offset, end_of_file=offset + len(data) == size)
 
 
+def _write_and_record(
+    out: BlockFile,
+    data: bytes | bytearray | memoryview,
+    offsets: list[int],
+    size: int,
+    record: JsonLines,
+    chunk_id: str,
+) -> None:
+    """Write chunk ``chunk_id`` at every offset it fills, then note it in the resume record
+    (one worker-thread hop for both: a hop costs about 100 us of CPU on the test machine)."""
+    _write_all(out, data, offsets, size)
+    record.append([{"chunk": chunk_id}])
+
+
 def _written(fd: int, offset: int, length: int, chunk_id: str) -> bytes | None:
     """Return chunk ``chunk_id`` read from ``offset`` of the part file, or None when the bytes
     there are not that chunk."""
@@ -343,8 +357,9 @@ async def _resume(
                 kept.add(cid)  # reported held again: the run before may not have said so
         elif await ctx.store.has(cid):
             data = await ctx.store.read(cid)
-            await asyncio.to_thread(_write_all, writer, data, offsets, plan.size)
-            await asyncio.to_thread(record.append, [{"chunk": cid}])
+            await asyncio.to_thread(
+                _write_and_record, writer, data, offsets, plan.size, record, cid
+            )
             kept.add(cid)
         else:
             continue
@@ -482,10 +497,9 @@ async def _fetch_all(
                 task.cancel()
         wake.set()
         offsets = [plan.span(i).offset for i in indices[cid]]
-        await asyncio.to_thread(_write_all, writer, data, offsets, plan.size)
+        await asyncio.to_thread(_write_and_record, writer, data, offsets, plan.size, record, cid)
         if whole is not None:
             whole.mark(indices[cid])
-        await asyncio.to_thread(record.append, [{"chunk": cid}])
         try:
             # hashed above; kept to serve others: served from the part file (then the
             # downloaded file) where the store can, else a copy, not flushed (the file is)
