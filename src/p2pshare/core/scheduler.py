@@ -37,18 +37,24 @@ ENDGAME_COPIES = 2
 """Requests in flight at once for one chunk during the endgame."""
 
 
-def worth_new_sources(left: int, fetched: int, elapsed: float, horizon: float) -> bool:
-    """Return True when a download is worth a look for new sources: it will likely run for
-    ``horizon`` seconds more.
+def worth_new_sources(
+    left: int, fetched: int, elapsed: float, *, horizon: float, chunk_bytes: int, fast: float
+) -> bool:
+    """Return True when a download is worth a look for new sources.
 
-    ``fetched`` chunks came in over the last ``elapsed`` seconds and ``left`` are still to
-    come. A source found now pays off only over the time the download has left, while each
-    look costs a read of the whole file detail (at the tracker and here). A download that has
-    fetched nothing yet is stalled or just started: it looks.
+    ``fetched`` chunks of about ``chunk_bytes`` came in over the last ``elapsed`` seconds and
+    ``left`` are still to come. Each look costs a read of the whole file detail (at the
+    tracker and here). It is skipped only for a download that is both fast (``fast`` bytes/s
+    or more: its sources are not what holds it back) and nearly done (under ``horizon``
+    seconds left at its pace: a source found now would hardly be used). A slow download looks
+    to its end, when a swarm's last chunks come from peers; one that has fetched nothing yet
+    (stalled, or just started) looks.
     """
     if left <= 0:
         return False
     if fetched <= 0 or elapsed <= 0:
+        return True
+    if fetched * chunk_bytes / elapsed < fast:
         return True
     return left * elapsed / fetched >= horizon
 

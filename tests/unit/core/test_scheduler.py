@@ -215,18 +215,32 @@ def test_equally_rare_chunks_go_in_a_different_order_for_each_download() -> None
 
 # --- when a download looks for new sources ------------------------------------------------
 
-
-def test_a_download_with_time_left_looks_for_new_sources() -> None:
-    # 10 chunks in 2 s: 5 a second; 40 left is 8 s more, 20 left 4 s
-    assert worth_new_sources(40, 10, 2.0, horizon=6.0)
-    assert not worth_new_sources(20, 10, 2.0, horizon=6.0)
-    assert worth_new_sources(30, 10, 2.0, horizon=6.0)  # exactly the horizon
+FAST = 32 * 2**20
+MIB = 2**20
 
 
-def test_a_stalled_or_finished_download() -> None:
-    assert worth_new_sources(5, 0, 2.0, horizon=6.0)  # nothing came: look for anyone
-    assert worth_new_sources(5, 3, 0.0, horizon=6.0)  # no pace known yet
-    assert not worth_new_sources(0, 10, 2.0, horizon=6.0)  # nothing left to fetch
+def looks(left: int, fetched: int, elapsed: float, chunk_bytes: int = 4 * MIB) -> bool:
+    return worth_new_sources(
+        left, fetched, elapsed, horizon=6.0, chunk_bytes=chunk_bytes, fast=FAST
+    )
+
+
+def test_a_fast_download_near_its_end_does_not_look() -> None:
+    # 50 chunks of 4 MiB in 2 s: 100 MiB/s; 100 left is 4 s more, 200 left 8 s
+    assert not looks(100, 50, 2.0)
+    assert looks(200, 50, 2.0)
+    assert looks(150, 50, 2.0)  # exactly the horizon
+
+
+def test_a_slow_download_looks_to_its_end() -> None:
+    # 4 chunks of 256 KiB a second: 1 MiB/s, one chunk left
+    assert looks(1, 8, 2.0, chunk_bytes=256 * 1024)
+
+
+def test_a_stalled_just_started_or_finished_download() -> None:
+    assert looks(5, 0, 2.0)  # nothing came: look for anyone
+    assert looks(5, 3, 0.0)  # no pace known yet
+    assert not looks(0, 10, 2.0)  # nothing left to fetch
 
 
 @given(
@@ -239,6 +253,11 @@ def test_a_stalled_or_finished_download() -> None:
 def test_more_left_or_a_slower_pace_never_stops_the_looking(
     left: int, more: int, fetched: int, elapsed: float, horizon: float
 ) -> None:
-    if worth_new_sources(left, fetched, elapsed, horizon):
-        assert worth_new_sources(left + more, fetched, elapsed, horizon)
-        assert worth_new_sources(left, fetched, elapsed * 2, horizon)
+    def look(left: int, elapsed: float) -> bool:
+        return worth_new_sources(
+            left, fetched, elapsed, horizon=horizon, chunk_bytes=4 * MIB, fast=FAST
+        )
+
+    if look(left, elapsed):
+        assert look(left + more, elapsed)
+        assert look(left, elapsed * 2)
