@@ -94,7 +94,7 @@ class Message(BaseModel):
     """Base of every wire message: unknown fields are refused, instances are immutable.
 
     A message's validator is built when first used, not when its class is defined: a CLI
-    command uses a few of them and starts about 15% sooner (``p2pshare --version``, 16 pairs).
+    command uses a few of them and starts about 10% sooner (``p2pshare --version``, 16 pairs).
     The tracker and the node build them all as they start (:func:`build_messages`).
     """
 
