@@ -403,10 +403,8 @@ def test_a_stopped_node_is_offline_at_once_not_after_three_heartbeats(tmp_path: 
         a = c.start_node("a", "64MiB")
         c.start_node("b", "64MiB")
         c.wait_online(2)
-        started = time.monotonic()
-        c.kill("a", signal.SIGTERM)
-        c.wait_offline(a, timeout=5.0)
-        assert time.monotonic() - started < 10.0
+        c.kill("a", signal.SIGTERM)  # returns once the node has exited
+        c.wait_offline(a, timeout=5.0)  # its silence alone would take 90 s
         assert "told the tracker this node stops" in a.proc.log()
         assert {n["node_id"] for n in c.get("/v1/nodes", online="true")["items"]} == {
             c.nodes["b"].node_id
