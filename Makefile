@@ -30,7 +30,7 @@ demo: $(STAMP)
 
 # the suite (bench/suite.py): every workload beside its anchors and limits, about 15 minutes;
 # writes bench/results/latest.md and latest.json. The single figures stay runnable on their
-# own: bench/hash_chunks.py, tracker_load.py, transfer.py, swarm.py, anchors.py
+# own: bench/hash_chunks.py, tracker_load.py, transfer.py, swarm.py, anchors.py, scheduler.py
 bench: $(STAMP)
 	$(BIN)/python bench/suite.py
 

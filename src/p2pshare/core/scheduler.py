@@ -119,6 +119,12 @@ class DownloadScheduler:
         self.bad_holders: dict[str, set[str]] = {}
         """holder -> chunk ids it served with a wrong hash"""
         self._order = {h: i for i, h in enumerate(self._holder_order())}
+        # kept as events come, so that a decision costs about the same whatever the file's
+        # size: chunks not fetched, requests in flight, and the waiting chunks in the order
+        # they go (best last), sorted again only after a change of their order
+        self._open: dict[str, _Chunk] = dict(self._chunks)
+        self._busy = 0
+        self._queue: list[_Chunk] | None = None
 
     def _holder_order(self) -> list[str]:
         seen: dict[str, None] = {}
@@ -132,26 +138,22 @@ class DownloadScheduler:
     @property
     def in_flight(self) -> int:
         """Return the number of requests handed out and not yet reported."""
-        return sum(self._load.values())
+        return self._busy
 
     @property
     def finished(self) -> bool:
         """Return True when every chunk has been fetched."""
-        return all(c.done for c in self._chunks.values())
+        return not self._open
 
     @property
     def remaining(self) -> int:
         """Return the number of chunks not fetched yet (in flight included)."""
-        return sum(not c.done for c in self._chunks.values())
+        return len(self._open)
 
     @property
     def stuck(self) -> list[str]:
         """Return the chunks that are not done, not in flight, and have no usable holder."""
-        return [
-            cid
-            for cid, c in self._chunks.items()
-            if not c.done and not c.in_flight and not self._usable(c)
-        ]
+        return [cid for cid, c in self._open.items() if not c.in_flight and not self._usable(c)]
 
     def _usable(self, c: _Chunk) -> list[str]:
         return [h for h in c.source.holders if h not in c.tried and h not in self._dropped]
@@ -161,38 +163,64 @@ class DownloadScheduler:
     def next_requests(self) -> list[Request]:
         """Return new requests up to the bounds, and mark them in flight."""
         out: list[Request] = []
-        left = [c for c in self._chunks.values() if not c.done]
-        waiting = [c for c in left if not c.in_flight]
-        waiting.sort(key=lambda c: (len(self._usable(c)), self._tiebreak[c.source.chunk_id]))
-        for c in waiting:
-            if self.in_flight >= self.total:
-                break
-            self._ask(c, out)
-        if not left or len(left) > self.endgame or any(not c.in_flight for c in left):
+        if self._busy < self.total:
+            queue = self._waiting()
+            skipped: list[_Chunk] = []  # no holder free for them now: they keep their place
+            while queue and self._busy < self.total and self._spare():
+                c = queue.pop()
+                if c.done or c.in_flight:
+                    continue  # asked since it was queued (the endgame asks no waiting chunk)
+                if not self._ask(c, out):
+                    skipped.append(c)
+            queue.extend(reversed(skipped))
+        if not self._open or len(self._open) > self.endgame:
+            return out
+        left = list(self._open.values())
+        if any(not c.in_flight for c in left):
             return out
         # endgame: a second holder for each chunk still in flight (fewest copies first)
         for c in sorted(left, key=lambda c: (len(c.in_flight), self._tiebreak[c.source.chunk_id])):
-            if self.in_flight >= self.total:
+            if self._busy >= self.total:
                 break
             if len(c.in_flight) < ENDGAME_COPIES:
                 self._ask(c, out)
         return out
 
-    def _ask(self, c: _Chunk, out: list[Request]) -> None:
+    def _waiting(self) -> list[_Chunk]:
+        """Return the chunks not fetched and not in flight, rarest first, in the order they go
+        (the next one last); sorted again only after an event that may change the order."""
+        if self._queue is None:
+            waiting = [c for c in self._open.values() if not c.in_flight]
+            waiting.sort(
+                key=lambda c: (len(self._usable(c)), self._tiebreak[c.source.chunk_id]),
+                reverse=True,
+            )
+            self._queue = waiting
+        return self._queue
+
+    def _spare(self) -> bool:
+        """Return whether some holder still in use can take another request."""
+        return any(
+            self._load.get(h, 0) < self.per_holder for h in self._order if h not in self._dropped
+        )
+
+    def _ask(self, c: _Chunk, out: list[Request]) -> bool:
         candidates = [
             h
             for h in self._usable(c)
             if h not in c.in_flight and self._load.get(h, 0) < self.per_holder
         ]
         if not candidates:
-            return
+            return False
         holder = min(
             candidates,
             key=lambda h: (self._load.get(h, 0), self._errors.get(h, 0), self._order[h]),
         )
         c.in_flight.add(holder)
         self._load[holder] = self._load.get(holder, 0) + 1
+        self._busy += 1
         out.append(Request(c.source.chunk_id, holder))
+        return True
 
     def cancelled(self) -> list[Request]:
         """Return (and forget) the requests made useless since the last call: another holder
@@ -206,15 +234,18 @@ class DownloadScheduler:
             raise ValueError(f"no request for chunk {chunk_id} from {holder} is in flight")
         c.in_flight.discard(holder)
         self._load[holder] -= 1
+        self._busy -= 1
         return c
 
     def done(self, chunk_id: str, holder: str) -> ChunkSource:
         """Record that ``holder`` delivered ``chunk_id`` intact; return the chunk's source."""
         c = self._settle(chunk_id, holder)
         c.done = True
+        self._open.pop(chunk_id, None)
         self._errors_in_row[holder] = 0
         for other in sorted(c.in_flight):
             self._load[other] -= 1
+            self._busy -= 1
             self._cancelled.append(Request(chunk_id, other))
         c.in_flight.clear()
         return c.source
@@ -223,6 +254,7 @@ class DownloadScheduler:
         """Record that fetching ``chunk_id`` from ``holder`` failed; it will go elsewhere."""
         c = self._settle(chunk_id, holder)
         c.tried.add(holder)
+        self._queue = None  # it waits again, with one holder fewer (and maybe others too)
         self._errors[holder] = self._errors.get(holder, 0) + 1
         self._errors_in_row[holder] = self._errors_in_row.get(holder, 0) + 1
         if kind == "bad-hash":
@@ -236,6 +268,7 @@ class DownloadScheduler:
         if c.in_flight:
             raise ValueError(f"chunk {chunk_id} is in flight")
         c.done = True
+        self._open.pop(chunk_id, None)
 
     def add_holder(self, chunk_id: str, holder: str) -> bool:
         """Add a source for a chunk not yet fetched (a holder or another downloader learned
@@ -246,4 +279,5 @@ class DownloadScheduler:
         s = c.source
         c.source = ChunkSource(s.chunk_id, s.size, s.indices, (*s.holders, holder))
         self._order.setdefault(holder, len(self._order))
+        self._queue = None  # one more usable holder: the chunk is less rare
         return True
