@@ -377,6 +377,35 @@ class FileDetail(Message):
     last_audit: datetime | None = Field(
         default=None, description="when a replica of one of its chunks was last audited"
     )
+    as_of: datetime | None = Field(
+        default=None,
+        description="ask GET /v1/files/{file_id}/holders?since=as_of for the holders listed "
+        "after this detail (a download's look for new sources, without the whole detail)",
+    )
+
+
+NEW_HOLDERS_LIMIT = 4096
+"""Most holders listed in one :class:`NewHolders` answer."""
+
+
+class NewHolder(Message):
+    """A holder of one of a file's chunks (a chunk held by a new node, or a new copy)."""
+
+    chunk_id: HexId
+    holder: Holder
+
+
+class NewHolders(Message):
+    """The replicas of a file's chunks listed since a time: what a download asks every few
+    seconds for new sources (``GET /v1/files/{file_id}/holders?since=...``), instead of the
+    whole :class:`FileDetail`, which grows with the file."""
+
+    holders: list[NewHolder] = Field(max_length=NEW_HOLDERS_LIMIT)
+    as_of: datetime = Field(
+        description="ask with since=as_of next time. It lies a few seconds before the answer, "
+        "so a replica written while it was read is not missed: the next answer may list some "
+        "holders again"
+    )
 
 
 class LeecherUpdate(Message):

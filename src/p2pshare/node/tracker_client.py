@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import aiohttp
 
 from p2pshare.core.ids import validate_id
@@ -18,6 +20,7 @@ from p2pshare.core.messages import (
     FileSummary,
     LeecherUpdate,
     Message,
+    NewHolders,
     NodeAnnounce,
     NodeInfo,
     Page,
@@ -104,6 +107,19 @@ class TrackerClient:
         validate_id(file_id, "file id")
         return await call(
             self._session, "GET", self._url(f"/files/{file_id}"), FileDetail, where=self._where
+        )
+
+    async def holders_since(self, file_id: str, since: datetime) -> NewHolders:
+        """Return the holders of ``file_id``'s chunks listed since ``since`` (the ``as_of`` of
+        its detail or of the answer before): a download's look for new sources."""
+        validate_id(file_id, "file id")
+        return await call(
+            self._session,
+            "GET",
+            self._url(f"/files/{file_id}/holders"),
+            NewHolders,
+            params={"since": since.isoformat()},
+            where=self._where,
         )
 
     async def leecher(self, file_id: str, body: LeecherUpdate) -> Receipt:

@@ -44,6 +44,8 @@ class FileSnapshot:
     leeching: tuple[Any, ...]
     """rows (node columns...) of the active leechers"""
     last_audit: datetime | None = None
+    read_at: datetime | None = None
+    """the tracker's time as the rows were read (a detail's ``as_of``)"""
     _layout: HolderLayout | None = field(default=None, init=False, repr=False, compare=False)
 
     @property

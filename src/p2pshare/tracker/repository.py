@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Collection, Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Row, and_, delete, func, literal, null, select, union_all, update
@@ -36,6 +36,7 @@ from p2pshare.core.errors import (
 from p2pshare.core.manifest import Manifest
 from p2pshare.core.messages import (
     LISTED_HOLDERS,
+    NEW_HOLDERS_LIMIT,
     ChunkHolders,
     DownloadReport,
     FileDetail,
@@ -43,6 +44,8 @@ from p2pshare.core.messages import (
     FileSummary,
     Holder,
     LeecherUpdate,
+    NewHolder,
+    NewHolders,
     NodeAnnounce,
     NodeInfo,
     Page,
@@ -64,6 +67,10 @@ AUDIT_KINDS = ("audit-passed", "audit-failed")
 DELETED = "deleted"
 IN_BATCH = 500
 """Most values bound in one ``IN (...)`` list (well under SQLite's and asyncpg's limits)."""
+HOLDERS_OVERLAP = timedelta(seconds=10)
+"""How far before a read its ``as_of`` lies: a replica written by a transaction that began
+before the read and ended after it has a ``since`` before the read, and is still listed by
+the next ``holders_since`` (a download's next look meets it again, and ignores it)."""
 
 _NODE_COLUMNS = (
     Node.node_id,
@@ -422,6 +429,7 @@ class Repository:
         The file row and the holders may be a write apart; the answer is then as fresh as
         either, which a download copes with (it re-reads when holders fail).
         """
+        read_at = self.clock.now()
         async with self.db.read_statements() as conn:
             file = (
                 await conn.execute(
@@ -467,7 +475,51 @@ class Repository:
             held=tuple(r for r in rows if r.holds),
             leeching=tuple(r for r in rows if not r.holds),
             last_audit=last_audit,
+            read_at=read_at,
         )
+
+    async def holders_since(self, file_id: str, since: datetime) -> NewHolders:
+        """Return the verified replicas of ``file_id``'s chunks written at or after ``since``
+        (at most :data:`NEW_HOLDERS_LIMIT`, the oldest first), with who is online as of now.
+
+        One indexed read per chunk of the file in the database, not a whole detail built in
+        Python: what a download asks every few seconds for new sources. Raises
+        :class:`NotFound` for an unknown or withdrawn file.
+        """
+        read_at = self.clock.now()
+        async with self.db.read_statements() as conn:
+            state = await conn.scalar(select(File.state).where(File.file_id == file_id))
+            if state is None:
+                raise NotFound(f"no file {file_id}")
+            if state != AVAILABLE:
+                raise NotFound(f"file {file_id} was withdrawn by its owner")
+            rows = (
+                await conn.execute(
+                    select(Replica.chunk_id, Replica.since, *_NODE_COLUMNS)
+                    .join(Node, Node.node_id == Replica.node_id)
+                    .where(
+                        Replica.chunk_id.in_(
+                            select(Chunk.chunk_id).where(Chunk.file_id == file_id)
+                        ),
+                        Replica.verified_ok.is_(True),
+                        Replica.since >= since,
+                    )
+                    .order_by(Replica.since)
+                    .limit(NEW_HOLDERS_LIMIT + 1)
+                )
+            ).all()
+        as_of = read_at - HOLDERS_OVERLAP
+        if len(rows) > NEW_HOLDERS_LIMIT:
+            # the rest from the first one left out (those written at its very instant with
+            # it: they are listed again, the answer's holders repeated are ignored)
+            as_of = rows[NEW_HOLDERS_LIMIT].since
+            if as_of <= rows[0].since:  # all of one instant: its rest is skipped, or no answer
+                as_of += timedelta(microseconds=1)  # would ever move past it
+            rows = rows[:NEW_HOLDERS_LIMIT]
+        holders = [
+            NewHolder(chunk_id=r.chunk_id, holder=self._holder_views(r, r.node_id)[1]) for r in rows
+        ]
+        return NewHolders(holders=holders, as_of=as_of)
 
     def _detail_of(self, snap: FileSnapshot) -> FileDetail:
         """Return the detail of a snapshot, with who is online as of now."""
@@ -518,6 +570,7 @@ class Repository:
             holders_online=holders_online,
             downloads=snap.downloads,
             last_audit=snap.last_audit,
+            as_of=snap.read_at - HOLDERS_OVERLAP if snap.read_at is not None else None,
         )
 
     async def update_leecher(self, file_id: str, upd: LeecherUpdate) -> Receipt:

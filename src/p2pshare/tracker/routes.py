@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import AwareDatetime, BaseModel, TypeAdapter, ValidationError
 from starlette.responses import Response
 from starlette.types import Scope
 
@@ -31,6 +31,7 @@ from p2pshare.core.messages import (
     FileSummary,
     Health,
     LeecherUpdate,
+    NewHolders,
     NodeAnnounce,
     NodeId,
     NodeInfo,
@@ -314,6 +315,21 @@ async def file_detail(file_id: FileIdParam, request: Request) -> Response:
     # the busiest read: no dependencies to solve (same checks as ``FileId`` and ``State``)
     t: TrackerState = request.app.state.tracker
     return answer(await t.repo.file_detail(validate_id(file_id, "file id")))
+
+
+@router.get("/files/{file_id}/holders", response_model=NewHolders, tags=["files"])
+async def new_holders(
+    file_id: FileIdParam,
+    since: Annotated[
+        AwareDatetime,
+        Query(description="an as_of of this file's detail or of an answer here (ISO 8601)"),
+    ],
+    request: Request,
+) -> Response:
+    """The holders of the file's chunks listed since ``since``: a download's look for new
+    sources every few seconds, without the whole detail (which grows with the file)."""
+    t: TrackerState = request.app.state.tracker
+    return answer(await t.repo.holders_since(validate_id(file_id, "file id"), since))
 
 
 @router.post("/files/{file_id}/leechers", response_model=Receipt, tags=["files"])

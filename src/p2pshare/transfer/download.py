@@ -33,6 +33,7 @@ import mmap
 import os
 import time
 from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
 
 from p2pshare.core.chunking import ChunkPlan
@@ -52,6 +53,7 @@ from p2pshare.core.messages import (
     BadReplica,
     DownloadReport,
     FileDetail,
+    Holder,
     LeecherUpdate,
     ReplicaReport,
 )
@@ -245,6 +247,7 @@ async def download(ctx: NodeContext, req: DownloadRequest, t: Transfer) -> Trans
         addresses.update({h.node_id: h.address for h in ordered})
     names = {h.node_id: h.name for ch in detail.chunks for h in ch.holders if h.name}
     names.update({n.node_id: n.name for n in (*detail.seeders, *detail.leechers)})
+    since = detail.as_of  # new sources are asked for from then on
     del detail  # megabytes of objects for a big file: not kept while fetching
     sizes = {cid: plan.span(idx[0]).length for cid, idx in indices.items()}
     sources = [
@@ -282,6 +285,7 @@ async def download(ctx: NodeContext, req: DownloadRequest, t: Transfer) -> Trans
             served,
             whole,
             keep_at,
+            since,
         )
 
         t.move("verifying", "checking the whole file" if whole else "finishing the file")
@@ -396,16 +400,21 @@ async def _swarm(
     kept: _Held,
     wake: asyncio.Event,
     chunk_bytes: int,
+    since: datetime | None,
+    indices: dict[str, list[int]],
 ) -> None:
     """Every few seconds while fetching: report the chunks this node now holds (so other
     downloaders can fetch them from here), and add holders the tracker learned of meanwhile
     (other downloaders among them) to the scheduler. Runs until cancelled.
 
+    A look asks only for the holders listed since the last one (from ``since``, the detail's
+    ``as_of``; :func:`_new_sources`), not for the whole detail again.
+
     A download at ``SOURCES_FAST`` or more with under ``SOURCES_HORIZON`` seconds left at
-    that pace looks for no new holders (``worth_new_sources``): each look is a read of the
-    whole file detail, which the tracker builds again after every report. Three downloads of
+    that pace looks for no new holders (``worth_new_sources``). Three downloads of
     1 GiB at once on one machine, each done in about 5 s, went from 497-553 to 627-673 MB/s
-    in all without those looks, whose sources came too late to be used (3 rounds each way,
+    in all without those looks (each was then a read of the whole file detail), whose
+    sources came too late to be used (3 rounds each way,
     paired). A slow download looks to its end: that is when a swarm's last chunks come from
     peers (``bench/swarm.py``: T/T_min 2.0 when the tail did not look, 1.6 when it did)."""
     me = ctx.identity.node_id
@@ -428,20 +437,35 @@ async def _swarm(
                 await ctx.tracker.replicas(file_id, ReplicaReport(node_id=me, held=batch))
             if not look:
                 continue
-            detail = await ctx.tracker.file(file_id)
+            found, since = await _new_sources(ctx, file_id, since)
         except P2PShareError as exc:
             log.info("swarm update failed (next try in %ss): %s", SWARM_PERIOD, exc.detail)
             continue
+        # in the file's order, online first, as a detail lists them: the scheduler breaks
+        # ties between equally loaded sources by the order it learned of them
+        found.sort(key=lambda f: (indices.get(f[0], [-1])[0], not f[1].online, f[1].node_id))
         added = 0
-        for ch in detail.chunks:
-            for h in ch.holders:
-                if h.online and h.node_id != me and sched.add_holder(ch.chunk_id, h.node_id):
-                    addresses[h.node_id] = h.address
-                    added += 1
-        del detail  # not alive while the next one is read (a big file's detail is megabytes)
+        for cid, h in found:
+            if h.online and h.node_id != me and sched.add_holder(cid, h.node_id):
+                addresses[h.node_id] = h.address
+                added += 1
+        del found
         if added:
             log.info("swarm: %d new sources for chunks of %s", added, file_id[:12])
             wake.set()
+
+
+async def _new_sources(
+    ctx: NodeContext, file_id: str, since: datetime | None
+) -> tuple[list[tuple[str, Holder]], datetime | None]:
+    """Return the (chunk id, holder) pairs the tracker lists since ``since``, and the time to
+    ask from next. With a time, only the replicas written since then (a few holders, whatever
+    the file's size); without one (a tracker that gives none), the whole detail."""
+    if since is None:
+        detail = await ctx.tracker.file(file_id)
+        return [(ch.chunk_id, h) for ch in detail.chunks for h in ch.holders], detail.as_of
+    new = await ctx.tracker.holders_since(file_id, since)
+    return [(n.chunk_id, n.holder) for n in new.holders], new.as_of
 
 
 async def _fetch_all(
@@ -458,6 +482,7 @@ async def _fetch_all(
     served: dict[str, list[int]],
     whole: _InOrderHash | None,
     part: Path | None,
+    since: datetime | None,
 ) -> None:
     """Run the scheduler's requests until every chunk is written, or some chunk is stuck.
 
@@ -524,7 +549,17 @@ async def _fetch_all(
     stuck: list[str] = []
     async with asyncio.TaskGroup() as tg:
         swarm = tg.create_task(
-            _swarm(ctx, t.file_id or "", sched, addresses, kept, wake, plan.chunk_size)
+            _swarm(
+                ctx,
+                t.file_id or "",
+                sched,
+                addresses,
+                kept,
+                wake,
+                plan.chunk_size,
+                since,
+                indices,
+            )
         )
         while not sched.finished:
             for req in sched.next_requests():

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+import pytest
 from sqlalchemy import select
 
 from p2pshare.core.manifest import Manifest
-from p2pshare.core.messages import FileDetail, Stats
+from p2pshare.core.messages import FileDetail, NewHolders, Stats
+from p2pshare.tracker import repository
 from p2pshare.tracker.models import Event, Leecher, Replica
 from tests.integration.tracker.conftest import Running
 from tests.integration.tracker.support import (
@@ -183,6 +187,117 @@ async def test_replica_report_refusals(tracker: Running) -> None:
     async with tracker.state.db.read() as s:
         holders = (await s.scalars(select(Replica.node_id).distinct())).all()
     assert holders == [nid("h1")]
+
+
+async def new_holders(t: Running, m: Manifest, since: object) -> NewHolders:
+    r = await t.client.get(f"/v1/files/{m.file_id}/holders", params={"since": str(since)})
+    assert r.status_code == 200, r.text
+    return NewHolders.model_validate_json(r.content)
+
+
+def pairs(new: NewHolders) -> list[tuple[str, str, bool]]:
+    return [(n.chunk_id, n.holder.node_id, n.holder.online) for n in new.holders]
+
+
+async def test_new_holders_are_those_written_since_a_detail_or_the_answer_before(
+    tracker: Running,
+) -> None:
+    """A download's look for new sources: only the replicas written since its detail's
+    ``as_of`` (a few seconds before it, so nothing written during a read is missed)."""
+    m = await registered(tracker)
+    url = f"/v1/files/{m.file_id}/replicas"
+    tracker.clock.advance(60)
+    d = await detail(tracker, m)
+    assert d.as_of == tracker.clock.now() - repository.HOLDERS_OVERLAP
+    empty = await new_holders(tracker, m, d.as_of.isoformat())
+    assert (empty.holders, empty.as_of) == ([], d.as_of)  # h1's replicas are older
+    tracker.clock.advance(1)
+    await tracker.client.post(url, json={"node_id": nid("leech"), "held": m.chunk_ids[:2]})
+    new = await new_holders(tracker, m, d.as_of.isoformat())
+    assert pairs(new) == [(c, nid("leech"), True) for c in m.chunk_ids[:2]]
+    assert new.holders[0].holder.address == node("leech").address
+    # within the overlap the same replicas come again (the download ignores what it knows)
+    assert pairs(await new_holders(tracker, m, new.as_of.isoformat())) == pairs(new)
+    tracker.clock.advance(60)
+    await announce(tracker.client, node("leech"))  # still online (who is, is as of now)
+    later = await new_holders(tracker, m, new.as_of.isoformat())
+    assert pairs(later) == pairs(new)
+    assert (await new_holders(tracker, m, later.as_of.isoformat())).holders == []
+    # a replica reported bad is not listed
+    await announce(tracker.client, node("second"))
+    tracker.clock.advance(1)
+    await tracker.client.post(url, json={"node_id": nid("second"), "held": m.chunk_ids[:2]})
+    bad = {"node_id": nid("second"), "chunk_id": m.chunk_ids[1]}
+    await tracker.client.post(url, json={"node_id": nid("leech"), "bad": [bad]})
+    assert pairs(await new_holders(tracker, m, later.as_of.isoformat())) == [
+        (m.chunk_ids[0], nid("second"), True)
+    ]
+
+
+async def test_new_holders_come_in_bounded_answers_that_move_on(
+    tracker: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More replicas than an answer lists: the next answer goes on from the first one left
+    out; replicas of one instant beyond the bound are skipped, or no answer would move on."""
+    monkeypatch.setattr(repository, "NEW_HOLDERS_LIMIT", 1)
+    m = await registered(tracker)
+    url = f"/v1/files/{m.file_id}/replicas"
+    tracker.clock.advance(60)
+    since = (await detail(tracker, m)).as_of
+    tracker.clock.advance(1)
+    await tracker.client.post(url, json={"node_id": nid("leech"), "held": m.chunk_ids[:1]})
+    await announce(tracker.client, node("second"))
+    tracker.clock.advance(1)
+    await tracker.client.post(url, json={"node_id": nid("second"), "held": m.chunk_ids[1:2]})
+    first = await new_holders(tracker, m, since.isoformat())
+    assert pairs(first) == [(m.chunk_ids[0], nid("leech"), True)]
+    second = await new_holders(tracker, m, first.as_of.isoformat())
+    assert pairs(second) == [(m.chunk_ids[1], nid("second"), True)]
+    # three replicas written at one instant, one answer of one: the other two are skipped
+    tracker.clock.advance(60)
+    since = (await detail(tracker, m)).as_of
+    tracker.clock.advance(1)
+    await tracker.client.post(url, json={"node_id": nid("second"), "held": m.chunk_ids})
+    one = await new_holders(tracker, m, since.isoformat())
+    assert len(one.holders) == 1
+    assert one.as_of == tracker.clock.now() + timedelta(microseconds=1)
+    assert (await new_holders(tracker, m, one.as_of.isoformat())).holders == []
+
+
+async def test_new_holders_refusals(tracker: Running) -> None:
+    m = await registered(tracker)
+    since = (await detail(tracker, m)).as_of
+    assert since is not None
+    url = f"/v1/files/{m.file_id}/holders"
+    assert_problem(
+        await tracker.client.get(url, params={"since": "2030-01-01T00:00:00"}),
+        422,
+        "invalid-input",
+        "query.since",
+    )
+    assert_problem(await tracker.client.get(url), 422, "invalid-input", "query.since")
+    assert_problem(
+        await tracker.client.get(url, params={"since": "yesterday"}), 422, "invalid-input"
+    )
+    assert_problem(
+        await tracker.client.get("/v1/files/xyz/holders", params={"since": since.isoformat()}),
+        400,
+        "invalid-id",
+    )
+    assert_problem(
+        await tracker.client.get(
+            f"/v1/files/{'ef' * 32}/holders", params={"since": since.isoformat()}
+        ),
+        404,
+        "not-found",
+    )
+    await tracker.client.delete(f"/v1/files/{m.file_id}", params={"node_id": nid("owner")})
+    assert_problem(
+        await tracker.client.get(url, params={"since": since.isoformat()}),
+        404,
+        "not-found",
+        "withdrawn",
+    )
 
 
 async def test_download_reports(tracker: Running) -> None:
