@@ -120,11 +120,12 @@ class DownloadScheduler:
         """holder -> chunk ids it served with a wrong hash"""
         self._order = {h: i for i, h in enumerate(self._holder_order())}
         # kept as events come, so that a decision costs about the same whatever the file's
-        # size: chunks not fetched, requests in flight, and the waiting chunks in the order
-        # they go (best last), sorted again only after a change of their order
+        # size: chunks not fetched, requests in flight, and for each holder the waiting chunks
+        # it could give, in the order they go (best last), sorted again only after a change
+        # of that order
         self._open: dict[str, _Chunk] = dict(self._chunks)
         self._busy = 0
-        self._queue: list[_Chunk] | None = None
+        self._queues: dict[str, list[tuple[tuple[int, float], _Chunk]]] | None = None
 
     def _holder_order(self) -> list[str]:
         seen: dict[str, None] = {}
@@ -164,15 +165,23 @@ class DownloadScheduler:
         """Return new requests up to the bounds, and mark them in flight."""
         out: list[Request] = []
         if self._busy < self.total:
-            queue = self._waiting()
-            skipped: list[_Chunk] = []  # no holder free for them now: they keep their place
-            while queue and self._busy < self.total and self._spare():
-                c = queue.pop()
-                if c.done or c.in_flight:
-                    continue  # asked since it was queued (the endgame asks no waiting chunk)
-                if not self._ask(c, out):
-                    skipped.append(c)
-            queue.extend(reversed(skipped))
+            queues = self._waiting_by_holder()
+            # the rarest waiting chunk that some holder with room could give, again and again
+            # (a chunk whose holders are all full now stays so until the call ends)
+            while self._busy < self.total:
+                best: tuple[tuple[int, float], _Chunk] | None = None
+                source: list[tuple[tuple[int, float], _Chunk]] = []
+                for holder, queue in queues.items():
+                    if holder in self._dropped or self._load.get(holder, 0) >= self.per_holder:
+                        continue
+                    while queue and (queue[-1][1].done or queue[-1][1].in_flight):
+                        queue.pop()  # asked since it was queued (from another holder's queue)
+                    if queue and (best is None or queue[-1][0] < best[0]):
+                        best, source = queue[-1], queue
+                if best is None:
+                    break
+                source.pop()
+                self._ask(best[1], out)
         if not self._open or len(self._open) > self.endgame:
             return out
         left = list(self._open.values())
@@ -186,23 +195,23 @@ class DownloadScheduler:
                 self._ask(c, out)
         return out
 
-    def _waiting(self) -> list[_Chunk]:
-        """Return the chunks not fetched and not in flight, rarest first, in the order they go
-        (the next one last); sorted again only after an event that may change the order."""
-        if self._queue is None:
-            waiting = [c for c in self._open.values() if not c.in_flight]
-            waiting.sort(
-                key=lambda c: (len(self._usable(c)), self._tiebreak[c.source.chunk_id]),
-                reverse=True,
-            )
-            self._queue = waiting
-        return self._queue
-
-    def _spare(self) -> bool:
-        """Return whether some holder still in use can take another request."""
-        return any(
-            self._load.get(h, 0) < self.per_holder for h in self._order if h not in self._dropped
-        )
+    def _waiting_by_holder(self) -> dict[str, list[tuple[tuple[int, float], _Chunk]]]:
+        """Return, for each holder, the chunks not fetched and not in flight that it could
+        give, rarest first, in the order they go (the next one last), each with its rank;
+        sorted again only after an event that may change the order."""
+        if self._queues is None:
+            ranked = [
+                ((len(self._usable(c)), self._tiebreak[c.source.chunk_id]), c)
+                for c in self._open.values()
+                if not c.in_flight
+            ]
+            ranked.sort(key=lambda r: r[0], reverse=True)
+            queues: dict[str, list[tuple[tuple[int, float], _Chunk]]] = {}
+            for entry in ranked:
+                for holder in self._usable(entry[1]):
+                    queues.setdefault(holder, []).append(entry)
+            self._queues = queues
+        return self._queues
 
     def _ask(self, c: _Chunk, out: list[Request]) -> bool:
         candidates = [
@@ -254,7 +263,7 @@ class DownloadScheduler:
         """Record that fetching ``chunk_id`` from ``holder`` failed; it will go elsewhere."""
         c = self._settle(chunk_id, holder)
         c.tried.add(holder)
-        self._queue = None  # it waits again, with one holder fewer (and maybe others too)
+        self._queues = None  # it waits again, with one holder fewer (and maybe others too)
         self._errors[holder] = self._errors.get(holder, 0) + 1
         self._errors_in_row[holder] = self._errors_in_row.get(holder, 0) + 1
         if kind == "bad-hash":
@@ -279,5 +288,5 @@ class DownloadScheduler:
         s = c.source
         c.source = ChunkSource(s.chunk_id, s.size, s.indices, (*s.holders, holder))
         self._order.setdefault(holder, len(self._order))
-        self._queue = None  # one more usable holder: the chunk is less rare
+        self._queues = None  # one more usable holder: the chunk is less rare
         return True

@@ -270,7 +270,16 @@ def test_the_scheduler_decides_as_a_scan_of_every_chunk_would(
     assert fast.bad_holders == slow.bad_holders
 
 
-def test_a_decision_does_not_look_at_every_chunk() -> None:
+@pytest.mark.parametrize(
+    ("layout", "total"),
+    [
+        ("three holders of every chunk", 12),
+        # the one seeder is full, and a holder with room has nothing left to give: the waiting
+        # chunks must not all be looked at to find that out
+        ("one seeder and a peer of one chunk", 8),
+    ],
+)
+def test_a_decision_does_not_look_at_every_chunk(layout: str, total: int) -> None:
     """A download of 2,000 chunks looks at a chunk's holders a few times per chunk, not once
     per chunk per decision (the scan before took about n * n / 2 looks: 2 million here, and
     2.8 minutes of CPU for a 64 GiB file)."""
@@ -283,7 +292,11 @@ def test_a_decision_does_not_look_at_every_chunk() -> None:
             return super()._usable(c)
 
     n = 2_000
-    s = Counting([source(i, "a", "b", "c") for i in range(n)], per_holder=4, total=12)
+    if layout.startswith("three"):
+        sources = [source(i, "a", "b", "c") for i in range(n)]
+    else:
+        sources = [source(0, "a", "b"), *(source(i, "a") for i in range(1, n))]
+    s = Counting(sources, per_holder=4, total=total)
     flying: list[Request] = []
     while not s.finished:
         flying += s.next_requests()
