@@ -142,25 +142,11 @@ class TrackerClient:
 
     async def drain(self, node_id: str) -> DrainStatus:
         """Say this node is leaving: its chunks are to be copied elsewhere."""
-        return await call(
-            self._session,
-            "POST",
-            self._url(f"/nodes/{node_id}/drain"),
-            DrainStatus,
-            where=self._where,
-            signer=self._signer,
-        )
+        return await self._post(f"/nodes/{node_id}/drain", None, DrainStatus)
 
     async def offline(self, node_id: str) -> Receipt:
         """Say this node is stopping: offline until its next announce."""
-        return await call(
-            self._session,
-            "POST",
-            self._url(f"/nodes/{node_id}/offline"),
-            Receipt,
-            where=self._where,
-            signer=self._signer,
-        )
+        return await self._post(f"/nodes/{node_id}/offline", None, Receipt)
 
     async def drain_status(self, node_id: str) -> DrainStatus:
         """Return how many of this node's chunks still wait for a copy elsewhere."""
@@ -200,7 +186,8 @@ class TrackerClient:
             signer=self._signer,
         )
 
-    async def _post(self, path: str, body: Message, model: type[M]) -> M:
+    async def _post(self, path: str, body: Message | None, model: type[M]) -> M:
+        """POST ``body`` (or nothing) to ``path``, signed by this node."""
         return await call(
             self._session,
             "POST",
