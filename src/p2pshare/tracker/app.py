@@ -92,6 +92,7 @@ def create_app(settings: TrackerSettings, *, clock: Clock | None = None) -> Fast
                 url.render_as_string(hide_password=True),
                 revision,
             )
+            await app.state.tracker.signatures.start()
             async with asyncio.TaskGroup() as tg:
                 flusher = tg.create_task(
                     run_flusher(liveness, repo, settings.flush_period), name="liveness-flusher"
@@ -104,6 +105,7 @@ def create_app(settings: TrackerSettings, *, clock: Clock | None = None) -> Fast
                     flusher.cancel()
                     repairer.cancel()
                     auditor.cancel()
+                    await app.state.tracker.signatures.stop()
             await flush_once(liveness, repo)
             log.info("file detail cache: %d hits, %d misses", cache.hits, cache.misses)
             log.info("audits: %d passed, %d failed", audits.passed, audits.failed)

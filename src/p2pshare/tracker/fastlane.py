@@ -10,11 +10,13 @@ built by :func:`lane_protocol`) answers most announces before any ASGI cycle sta
 same functions again; what it does not take reaches the ASGI app as before.
 
 ``POST /v1/nodes/announce`` with a plain ``application/json`` body
-(:func:`checked_announce`: :func:`~p2pshare.tracker.routes.signer_of`, then the model;
-:func:`~p2pshare.tracker.routes.record_announce`):
+(:func:`announce_signature`, the verdict of the tracker's signature checks
+(:mod:`.signatures`) and :func:`~p2pshare.tracker.routes.accepted_signer`, then
+:func:`announce_of`; :func:`~p2pshare.tracker.routes.record_announce`):
 
 1. the body is read and parsed as JSON (:func:`json.loads`, as Starlette does);
-2. the signature is checked and the replay guard remembers it (401 otherwise);
+2. the signature is checked (in the checker process when there is one) and the replay guard
+   remembers it (401 otherwise);
 3. the body is validated as a :class:`~p2pshare.core.messages.NodeAnnounce` (422 naming
    ``body.<field>`` otherwise, as FastAPI does);
 4. the announce is recorded (403 when it speaks for another node) and answered.
@@ -35,6 +37,7 @@ import json
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 from pydantic import ValidationError
@@ -47,9 +50,15 @@ from p2pshare.core.errors import P2PShareError
 from p2pshare.core.ids import is_valid_id
 from p2pshare.core.messages import NodeAnnounce
 from p2pshare.core.problems import internal_problem, problem_for_error, problem_for_validation
+from p2pshare.security.signing import Unchecked
 from p2pshare.tracker.guard import GuardedHttpToolsProtocol
 from p2pshare.tracker.problems import problem_response
-from p2pshare.tracker.routes import record_announce, record_known_announce, signer_of
+from p2pshare.tracker.routes import (
+    accepted_signer,
+    record_announce,
+    record_known_announce,
+    unchecked_signature,
+)
 from p2pshare.tracker.state import TrackerState
 
 log = logging.getLogger(__name__)
@@ -105,24 +114,27 @@ class FastLane:
 
 async def _record(scope: Scope, body: bytes, data: dict[str, Any]) -> bytes:
     state: TrackerState = scope["app"].state.tracker
-    announce, signer = checked_announce(state, scope, body, data)
-    return await record_announce(state, announce, signer)
+    pending = announce_signature(scope, body)
+    signer = accepted_signer(state, pending, await state.signatures.matches(pending))
+    return await record_announce(state, announce_of(data), signer)
 
 
-def checked_announce(
-    state: TrackerState, scope: Scope, body: bytes, data: dict[str, Any]
-) -> tuple[NodeAnnounce, str]:
-    """Return the announce of ``data`` (the JSON object of ``body``) and its signer's node id;
-    raise :class:`Unauthenticated` unless the request is signed (the replay guard remembers
-    it), :class:`_Invalid` when ``data`` is not a valid announce."""
+def announce_signature(scope: Scope, body: bytes) -> Unchecked:
+    """Return the signature header of the announce of ``scope`` (with ``body``), its
+    signature not checked yet; raise :class:`Unauthenticated` when it is missing, malformed,
+    of another node's key or not fresh."""
     header = _first_header(scope, _AUTHORIZATION)
-    signer = signer_of(state, scope, None if header is None else header.decode("latin-1"), body)
+    return unchecked_signature(scope, None if header is None else header.decode("latin-1"), body)
+
+
+def announce_of(data: dict[str, Any]) -> NodeAnnounce:
+    """Return the announce of ``data`` (a request's JSON object); raise :class:`_Invalid`
+    with FastAPI's error entries when it is not a valid announce."""
     try:
-        announce = NodeAnnounce.model_validate(data, from_attributes=True)
+        return NodeAnnounce.model_validate(data, from_attributes=True)
     except ValidationError as exc:
         errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
         raise _Invalid(errors) from None
-    return announce, signer
 
 
 async def _detail(scope: Scope, file_id: str) -> bytes:
@@ -219,16 +231,20 @@ class AnnounceLaneProtocol(GuardedHttpToolsProtocol):
     An announce costs the tracker less than the ASGI cycle around it: a task, the request and
     response messages, five middleware layers and uvicorn's response writer. This protocol
     takes a ``POST /v1/nodes/announce`` with a JSON content type and a declared body of at most
-    :data:`LANE_MAX_BODY` bytes when it is the connection's current request (not a pipelined
-    one waiting), no ``Expect: 100-continue`` is pending and the transport is not paused for
-    writing (a client that does not read its answers meets the ASGI cycle's back-pressure);
-    when the whole body is in:
+    :data:`LANE_MAX_BODY` bytes, when no ``Expect: 100-continue`` is pending and the transport
+    is not paused for writing (a client that does not read its answers meets the ASGI cycle's
+    back-pressure); when the whole body is in (for a pipelined announce, read whole while the
+    one before it waited for its answer: when that answer is written, in the next turn of the
+    loop):
 
     1. a body that is not a JSON object is handed to the app as it is (FastAPI answers it);
     2. the source's rate is counted once, on the app's :class:`~.guard.RateGate` (429);
-    3. :func:`checked_announce` and :func:`~p2pshare.tracker.routes.record_known_announce`
-       run right away; only a node whose row must be written first waits for the database, in
-       a task, through :func:`~p2pshare.tracker.routes.record_announce`;
+    3. :func:`announce_signature` runs right away and the signature goes to the tracker's
+       signature checks; with their verdict (a callback on the loop, no task),
+       :func:`~p2pshare.tracker.routes.accepted_signer`, :func:`announce_of` and
+       :func:`~p2pshare.tracker.routes.record_known_announce` run; only a node whose row must
+       be written first waits for the database, in a task, through
+       :func:`~p2pshare.tracker.routes.record_announce`;
     4. the answer, or the same problem+json FastAPI would send, is written to the transport
        with uvicorn's default headers and keep-alive rules.
 
@@ -248,13 +264,11 @@ class AnnounceLaneProtocol(GuardedHttpToolsProtocol):
         """Take a plain announce for the lane; start the app on anything else."""
         # while the client is not reading its answers, the ASGI cycle waits for the transport
         # to drain before the next pipelined request is read: the lane would not wait
-        if (
-            app is self.app
-            and cycle.more_body
-            and not self.flow.write_paused
-            and _lane_takes(cycle)
-        ):
-            self._lane = cycle
+        if app is self.app and not self.flow.write_paused and _lane_takes(cycle):
+            if cycle.more_body:  # answered when its body is in (on_message_complete)
+                self._lane = cycle
+            else:  # a pipelined announce, read whole while the one before it was answered
+                self.loop.call_soon(self._announce, cycle)  # not nested in that answer
             return
         super()._start_asgi_task(cycle, app)
 
@@ -290,7 +304,24 @@ class AnnounceLaneProtocol(GuardedHttpToolsProtocol):
             return
         state: TrackerState = app.state.tracker
         try:
-            announce, signer = checked_announce(state, cycle.scope, body, data)
+            pending = announce_signature(cycle.scope, body)
+        except Exception as exc:  # each becomes its answer, as in the app
+            self._fail(cycle, exc)
+            return
+        state.signatures.submit(pending, partial(self._signed, cycle, state, pending, data))
+
+    def _signed(
+        self,
+        cycle: Any,
+        state: TrackerState,
+        pending: Unchecked,
+        data: dict[str, Any],
+        matches: bool,
+    ) -> None:
+        """The signature thread's verdict on the announce of ``cycle``: finish it."""
+        try:
+            signer = accepted_signer(state, pending, matches)
+            announce = announce_of(data)
             content = record_known_announce(state, announce, signer)
         except Exception as exc:  # each becomes its answer, as in the app
             self._fail(cycle, exc)

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from p2pshare import __version__
-from p2pshare.core.errors import Forbidden, InvalidInput, NotFound
+from p2pshare.core.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
 from p2pshare.core.ids import validate_id
 from p2pshare.core.messages import (
     DEFAULT_PAGE_SIZE,
@@ -45,7 +45,7 @@ from p2pshare.core.messages import (
     Stats,
     build_messages,
 )
-from p2pshare.security.signing import HEADER, body_sha256, verify
+from p2pshare.security.signing import BAD_SIGNATURE, HEADER, Unchecked, body_sha256, unchecked
 from p2pshare.tracker.problems import PROBLEM_JSON
 from p2pshare.tracker.state import TrackerState
 
@@ -96,22 +96,38 @@ async def _signer(request: Request, t: State) -> str:
     """Return the node id that signed ``request``; raise :class:`Unauthenticated` unless its
     signature header is valid, fresh and not seen before (design.md §6)."""
     body = await request.body()  # cached by Starlette: the body model reads the same bytes
-    return signer_of(t, request.scope, request.headers.get(HEADER), body)
+    return await signer_of(t, request.scope, request.headers.get(HEADER), body)
 
 
-def signer_of(t: TrackerState, scope: Scope, header: str | None, body: bytes) -> str:
+async def signer_of(t: TrackerState, scope: Scope, header: str | None, body: bytes) -> str:
     """Return the node id that signed the request of ``scope`` with signature ``header`` and
     ``body``; raise :class:`Unauthenticated` unless the signature is valid, fresh and not seen
-    before (then it is remembered: the same signed request is accepted once)."""
+    before (then it is remembered: the same signed request is accepted once). The signature
+    is checked in the tracker's signature thread (:mod:`.signatures`)."""
+    pending = unchecked_signature(scope, header, body)
+    return accepted_signer(t, pending, await t.signatures.matches(pending))
+
+
+def unchecked_signature(scope: Scope, header: str | None, body: bytes) -> Unchecked:
+    """Return the signature header of the request of ``scope`` (with ``body``) and what it
+    must sign; raise :class:`Unauthenticated` when it is missing, malformed, of another
+    node's key or not fresh (:func:`~p2pshare.security.signing.unchecked`)."""
     path = scope.get("raw_path") or scope["path"].encode()
     target = path.split(b"?", 1)[0].decode("latin-1")
     query = scope.get("query_string", b"")
     if query:
         target += "?" + query.decode("latin-1")
-    now = time.time()
-    checked = verify(header, scope["method"], target, body_sha256(body), now=now)
-    t.replays.check(checked, now=now)
-    return checked.node_id
+    return unchecked(header, scope["method"], target, body_sha256(body), now=time.time())
+
+
+def accepted_signer(t: TrackerState, pending: Unchecked, matches: bool) -> str:
+    """Return the node id of ``pending``, whose signature ``matches`` or not; raise
+    :class:`Unauthenticated` when it does not or when the request was seen before (else the
+    replay guard remembers it)."""
+    if not matches:
+        raise Unauthenticated(BAD_SIGNATURE)
+    t.replays.check(pending.header, now=time.time())
+    return pending.header.node_id
 
 
 Signer = Annotated[str, Depends(_signer)]

@@ -12,6 +12,7 @@ from p2pshare.tracker.liveness import Liveness
 from p2pshare.tracker.repair import RepairDesk
 from p2pshare.tracker.repository import Repository
 from p2pshare.tracker.settings import TrackerSettings
+from p2pshare.tracker.signatures import SignatureChecks
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,3 +30,5 @@ class TrackerState:
     """the answer to every announce, serialized once"""
     replays: ReplayGuard = field(default_factory=ReplayGuard)
     """the signed requests seen within the signature window (each is accepted once)"""
+    signatures: SignatureChecks = field(default_factory=SignatureChecks)
+    """the thread that checks the signatures of requests (started and stopped by the app)"""

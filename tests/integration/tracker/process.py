@@ -128,8 +128,9 @@ class TrackerProcess:
     def stdout(self) -> str:
         return (self.log_dir / f"tracker-{self.starts}.out").read_text()
 
-    def stderr(self) -> str:
-        return (self.log_dir / f"tracker-{self.starts}.err").read_text()[-3000:]
+    def stderr(self, *, whole: bool = False) -> str:
+        text = (self.log_dir / f"tracker-{self.starts}.err").read_text()
+        return text if whole else text[-3000:]
 
     def signal(self, sig: int) -> int:
         """Send ``sig`` and return the exit code (waits at most 20 s)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
@@ -52,7 +53,9 @@ def test_sigkill_then_restart_keeps_the_registered_file(tracker_process: Tracker
             json={"node_id": nid("h2"), "role": "leecher", "bytes": 1},
         )
         assert r.status_code == 200
+    checker = checker_pid(t)
     assert t.signal(signal.SIGKILL) == -signal.SIGKILL
+    assert_ends(checker)  # its input closed with the tracker: no process is left behind
     pin = t.fingerprint
 
     t.start()
@@ -135,8 +138,12 @@ def test_sigterm_and_sigint_stop_cleanly_and_flush_announces(
         announce(client, nid("a"))
         r = client.post("/v1/nodes/announce", json=body(node("a", free=42)))  # written behind
         assert r.status_code == 200
+    checker = checker_pid(t)
     assert t.signal(signal.SIGTERM) in {0, -signal.SIGTERM}
     assert "Traceback" not in t.stderr()
+    checked = re.search(r"signature checks: (\d+) by the process", t.stderr())
+    assert checked is not None and int(checked[1]) == 2  # both announces, none inline
+    assert_ends(checker)
     t.start()
     with t.client() as client:
         items = client.get("/v1/nodes").json()["items"]
@@ -144,6 +151,27 @@ def test_sigterm_and_sigint_stop_cleanly_and_flush_announces(
     assert t.signal(signal.SIGINT) == 130  # ctrl-C: the CLI's exit code for "interrupted"
     assert "Application shutdown complete" in t.stderr()
     assert "Traceback" not in t.stderr()
+
+
+def checker_pid(t: TrackerProcess) -> int:
+    """Return the pid of the tracker's signature checker, from its log."""
+    found = re.search(r"signature checks in process (\d+)", t.stderr(whole=True))
+    assert found is not None, t.stderr()
+    return int(found[1])
+
+
+def assert_ends(pid: int) -> None:
+    """Assert that process ``pid`` (not our child) is gone within a few seconds."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            return
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":  # ended, not yet reaped
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} is still running")
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
