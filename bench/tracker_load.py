@@ -30,8 +30,10 @@ checking the certificate (the pin after ``#`` is dropped). The client runs in on
 with asyncio, on the same machine as the tracker: on 2 cores it takes CPU from the tracker and
 caps what a fast tracker can show, the same cap for every tracker measured. So the timed
 requests go through :class:`Connection`, a bare HTTP/1.1 keep-alive client writing requests
-built before the timing starts (about a fifth of aiohttp's CPU per request); the setup
-(announcing the nodes, registering files, listing ids) uses aiohttp.
+built before the timing starts (about a fifth of aiohttp's CPU per request), each client from
+a loopback address of its own (:func:`connections`: from one address the simulated nodes
+together would meet the tracker's per-address rate limit); the setup (announcing the nodes,
+registering files, listing ids) uses aiohttp.
 """
 
 from __future__ import annotations
@@ -147,6 +149,19 @@ REQUEST_GRACE = 30.0
 fails as a timeout)."""
 
 
+def connections(url: str, count: int) -> list[Connection]:
+    """Return ``count`` connections to ``url``, each from its own source address when the
+    server is on loopback (127.1.0.1, 127.1.0.2, ...: every address of 127/8 is this host's).
+
+    The simulated clients are nodes of their own: from one address their requests together
+    would meet the per-address rate limit (the tracker's default is 5,000/s) that no real
+    node comes near."""
+    host = urlsplit(base_of(url)).hostname or ""
+    if not host.startswith("127."):
+        return [Connection(url) for _ in range(count)]
+    return [Connection(url, f"127.1.{(i + 1) // 256}.{(i + 1) % 256}") for i in range(count)]
+
+
 def parse_response(buf: bytes | bytearray, closed: bool) -> tuple[int, bytes, bool, int] | None:
     """Return ``(status, body, keep_alive, consumed)`` of the first whole HTTP/1.x response in
     ``buf``, or None while it is incomplete (``closed``: no more bytes will come, so a body
@@ -216,6 +231,9 @@ class _Answers(asyncio.Protocol):
         waiter = self.waiter
         if waiter is None or waiter.done():
             return
+        if self.closed and not self.buf:
+            waiter.set_exception(_Closed("the server closed the connection without answering"))
+            return
         try:
             got = parse_response(self.buf, self.closed)
         except ValueError as exc:
@@ -227,6 +245,10 @@ class _Answers(asyncio.Protocol):
             waiter.set_result((status, body, keep))
 
 
+class _Closed(ConnectionError):
+    """The connection ended before any byte of an answer."""
+
+
 class Connection:
     """A bare HTTP/1.1 client of one server: one connection at a time, kept alive while the
     server keeps it (a new one when it closes), whole requests written as given.
@@ -236,7 +258,7 @@ class Connection:
     length and the body. It is bounded by the caller (:func:`closed_loop` runs under a
     timeout)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, source: str | None = None) -> None:
         parts = urlsplit(base_of(url))
         if parts.scheme not in {"http", "https"} or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url}")
@@ -248,6 +270,8 @@ class Connection:
             self.ssl.check_hostname = False
             self.ssl.verify_mode = ssl.CERT_NONE
         self.authority = parts.netloc.encode()
+        self.source = None if source is None else (source, 0)
+        """the local address the connections come from (``None``: the system's choice)"""
         self._answers: _Answers | None = None
 
     def head(self, method: str, target: str, headers: dict[str, str], length: int = 0) -> bytes:
@@ -259,11 +283,26 @@ class Connection:
         return b"\r\n".join(lines) + b"\r\n\r\n"
 
     async def send(self, request: bytes) -> tuple[int, bytes]:
-        """Write ``request`` (a whole request), return the answer's status and body."""
+        """Write ``request`` (a whole request), return the answer's status and body.
+
+        A kept-alive connection that the server closed without a word (opentracker closes
+        after each answer without saying ``Connection: close``) is found out by sending on
+        it: the request then goes once more, on a new connection, as HTTP clients do."""
+        reused = self._answers is not None and not self._answers.closed
+        try:
+            return await self._exchange(request)
+        except _Closed:
+            if not reused:
+                raise
+        return await self._exchange(request)
+
+    async def _exchange(self, request: bytes) -> tuple[int, bytes]:
         answers = self._answers
         if answers is None or answers.closed:
             loop = asyncio.get_running_loop()
-            _, answers = await loop.create_connection(_Answers, self.host, self.port, ssl=self.ssl)
+            _, answers = await loop.create_connection(
+                _Answers, self.host, self.port, ssl=self.ssl, local_addr=self.source
+            )
             self._answers = answers
         assert answers.transport is not None
         answers.waiter = asyncio.get_running_loop().create_future()
@@ -508,7 +547,7 @@ async def run_load(
             ids = await list_file_ids(session, url)
         if not ids:
             raise RuntimeError("the tracker lists no files to read")
-    conns = [Connection(url) for _ in range(concurrency)]
+    conns = connections(url, concurrency)
     try:
         if protocol == "bittorrent":
             requests = bittorrent_announcers(conns, url, info_hash)
@@ -660,8 +699,8 @@ async def mixed(args: argparse.Namespace, url: str, pid: int) -> None:
             await asyncio.sleep(max(0.0, stop_at - time.perf_counter()))
             return cpu_seconds(pid) - before[0], time.perf_counter() - before[1]
 
-        announce_conns = [Connection(url) for _ in keys]
-        read_conns = [Connection(url) for _ in range(args.readers)]
+        both = connections(url, len(keys) + args.readers)
+        announce_conns, read_conns = both[: len(keys)], both[len(keys) :]
         try:
             async with asyncio.TaskGroup() as tg:
                 cpu_task = tg.create_task(measure_cpu())

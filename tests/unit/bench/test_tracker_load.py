@@ -110,6 +110,58 @@ async def test_connection_keeps_alive_and_reconnects_when_the_server_closes() ->
     assert len(accepted) == 2
 
 
+async def test_connection_sends_again_when_a_kept_connection_was_closed_silently() -> None:
+    """As opentracker does: HTTP/1.1 answers with a length, then the connection is closed
+    without ``Connection: close``; a request sent on it goes again on a new connection."""
+    accepted: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(1)
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        await reader.read(1)  # the next request came on this connection: closed unanswered
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    conn = tl.Connection(f"http://127.0.0.1:{port}")
+    try:
+        async with asyncio.timeout(10):
+            request = conn.head("GET", "/x", {})
+            got = [await conn.send(request) for _ in range(5)]
+    finally:
+        conn.close()
+        server.close()
+        await server.wait_closed()
+    assert got == [(200, b"ok")] * 5
+    assert len(accepted) == 5
+
+
+async def test_connections_to_loopback_come_from_addresses_of_their_own() -> None:
+    seen: list[str] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(writer.get_extra_info("peername")[0])
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    conns = tl.connections(f"http://127.0.0.1:{port}", 3)
+    try:
+        async with asyncio.timeout(10):
+            for conn in conns:
+                assert await conn.send(conn.head("GET", "/", {})) == (204, b"")
+    finally:
+        for conn in conns:
+            conn.close()
+        server.close()
+        await server.wait_closed()
+    assert seen == ["127.1.0.1", "127.1.0.2", "127.1.0.3"]
+
+
 async def test_connection_fails_on_a_server_that_hangs_up() -> None:
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
