@@ -8,9 +8,10 @@ of the loop go down its pipe as one frame (:meth:`SignatureChecks.submit`), and 
 come back in order and are handed to their requests. Everything else about a signed request
 (the header, the key, the time, the replay guard) stays on the loop.
 
-When the process is not running (one core, not started yet, stopped, or it died: logged), a
-check is made on the loop at once, as before; the checks it had not answered yet are made on
-the loop then, so no request waits for a verdict that will not come.
+When the process is not running (one core, not started yet, stopped, it could not start,
+it died or it answered nothing for :data:`STALL_SECONDS`: logged), a check is made on the loop
+at once, as before; the checks it had not answered yet are made on the loop then, so no
+request waits for a verdict that will not come.
 """
 
 from __future__ import annotations
@@ -79,7 +80,14 @@ class SignatureChecks:
             return
         loop = asyncio.get_running_loop()
         self._gone = loop.create_future()
-        self._transport, _ = await loop.subprocess_exec(lambda: _Pipes(self), *CHECKER, stderr=None)
+        try:
+            self._transport, _ = await loop.subprocess_exec(
+                lambda: _Pipes(self), *CHECKER, stderr=None
+            )
+        except OSError as exc:  # no process to be had: the checks stay on the loop
+            log.warning("signature checks on the event loop: no checker process (%s)", exc)
+            self._gone = None
+            return
         stdin = self._transport.get_pipe_transport(0)
         if stdin is None:
             raise RuntimeError("the signature checker has no input pipe")

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -135,3 +136,16 @@ async def test_a_process_that_answers_nothing_is_killed_and_checks_go_inline(
         assert transport.get_returncode() == -signal.SIGKILL
     finally:
         await checks.stop()
+
+
+async def test_without_a_checker_process_checks_stay_inline(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(signatures, "CHECKER", [str(tmp_path / "no-such-program")])
+    checks = SignatureChecks()
+    with caplog.at_level(logging.WARNING, logger="p2pshare.tracker.signatures"):
+        await checks.start()
+    assert not checks.running
+    assert "no checker process" in caplog.text
+    assert submit_all(checks, [pending(1), pending(2, good=False)]) == [(0, True), (1, False)]
+    await checks.stop()
