@@ -318,7 +318,7 @@ class AnnounceLaneProtocol(GuardedHttpToolsProtocol):
         data: dict[str, Any],
         matches: bool,
     ) -> None:
-        """The signature thread's verdict on the announce of ``cycle``: finish it."""
+        """The signature checks' verdict on the announce of ``cycle``: finish it."""
         try:
             signer = accepted_signer(state, pending, matches)
             announce = announce_of(data)

@@ -103,7 +103,7 @@ async def signer_of(t: TrackerState, scope: Scope, header: str | None, body: byt
     """Return the node id that signed the request of ``scope`` with signature ``header`` and
     ``body``; raise :class:`Unauthenticated` unless the signature is valid, fresh and not seen
     before (then it is remembered: the same signed request is accepted once). The signature
-    is checked in the tracker's signature thread (:mod:`.signatures`)."""
+    is checked by the tracker's signature checks (:mod:`.signatures`: its checker process)."""
     pending = unchecked_signature(scope, header, body)
     return accepted_signer(t, pending, await t.signatures.matches(pending))
 

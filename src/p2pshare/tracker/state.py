@@ -31,4 +31,4 @@ class TrackerState:
     replays: ReplayGuard = field(default_factory=ReplayGuard)
     """the signed requests seen within the signature window (each is accepted once)"""
     signatures: SignatureChecks = field(default_factory=SignatureChecks)
-    """the thread that checks the signatures of requests (started and stopped by the app)"""
+    """the checker process of signed requests (started and stopped by the app)"""
