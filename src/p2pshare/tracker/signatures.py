@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from p2pshare.security.checker import frame
+from p2pshare.security.checker import MAX_BATCH, MAX_MESSAGE, frame
 from p2pshare.security.signing import Unchecked
 
 log = logging.getLogger(__name__)
@@ -119,8 +119,8 @@ class SignatureChecks:
     def submit(self, pending: Unchecked, verdict: Verdict) -> None:
         """Check ``pending``; call ``verdict`` with the outcome on the loop: later, when the
         process checks it, else at once."""
-        if self._stdin is None:
-            verdict(pending.matches())
+        if self._stdin is None or len(pending.message) > MAX_MESSAGE:
+            verdict(pending.matches())  # a message the pipe does not take is checked here
             return
         self._batch.append((pending, verdict))
         if not self._flushing:  # everything submitted in this turn of the loop goes at once
@@ -146,13 +146,15 @@ class SignatureChecks:
         if self._stdin is None:  # the process went away since these were submitted
             _deliver([(verdict, pending.matches()) for pending, verdict in batch])
             return
-        data = frame((p.header.public_key, p.header.signature, p.message) for p, _ in batch)
         loop = asyncio.get_running_loop()
         if not self._sent:
             self._progress = loop.time()
-        self._sent.extend(batch)
-        self.frames += 1
-        self._stdin.write(data)
+        for start in range(0, len(batch), MAX_BATCH):
+            part = batch[start : start + MAX_BATCH]
+            data = frame((p.header.public_key, p.header.signature, p.message) for p, _ in part)
+            self._sent.extend(part)
+            self.frames += 1
+            self._stdin.write(data)
         if self._watchdog is None:
             self._watchdog = loop.call_later(STALL_SECONDS, self._watch)
 

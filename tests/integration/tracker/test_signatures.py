@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from p2pshare.security.checker import MAX_MESSAGE
 from p2pshare.security.keys import KeyPair
 from p2pshare.security.signing import Unchecked, sign_request, unchecked
 from p2pshare.tracker import signatures
@@ -149,3 +150,23 @@ async def test_without_a_checker_process_checks_stay_inline(
     assert "no checker process" in caplog.text
     assert submit_all(checks, [pending(1), pending(2, good=False)]) == [(0, True), (1, False)]
     await checks.stop()
+
+
+async def test_big_batches_go_in_several_frames_and_long_messages_are_checked_here(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(signatures, "MAX_BATCH", 4)
+    long_target = "/v1/" + "x" * (MAX_MESSAGE + 1)
+    header = sign_request(KEY, "POST", long_target, "0" * 64, now=NOW)["Authorization"]
+    long = unchecked(header, "POST", long_target, "0" * 64, now=NOW)
+    checks = SignatureChecks()
+    await checks.start()
+    try:
+        got = submit_all(checks, [pending(i, good=i != 5) for i in range(10)])
+        inline = submit_all(checks, [long])
+        assert inline == [(0, True)]
+        await until(lambda: len(got) == 10, "every verdict")
+        assert got == [(i, i != 5) for i in range(10)]
+        assert (checks.by_process, checks.frames) == (10, 3)
+    finally:
+        await checks.stop()
