@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-ANCHORS = Path(__file__).resolve().parents[3] / "bench" / "anchors.py"
+from tests.unit.bench.loader import load_bench
 
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_anchors", ANCHORS)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-anchors = _load()
+anchors = load_bench("anchors")
 
 INFO = (
     b"d6:lengthi1073741824e4:name6:a.file12:piece lengthi4194304e6:pieces20:"

@@ -4,31 +4,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-SUITE = Path(__file__).resolve().parents[3] / "bench" / "suite.py"
+from tests.unit.bench.loader import load_bench
 
-
-def _load() -> ModuleType:
-    saved = list(sys.path)
-    try:
-        spec = importlib.util.spec_from_file_location("bench_suite", SUITE)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    finally:
-        sys.path[:] = saved
-    return module
-
-
-suite = _load()
+suite = load_bench("suite")
 
 
 def smoke_plan() -> Any:

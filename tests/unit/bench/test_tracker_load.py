@@ -4,26 +4,15 @@ plain bytes, and :class:`Connection` against a real server on loopback."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 
-LOAD = Path(__file__).resolve().parents[3] / "bench" / "tracker_load.py"
+from tests.unit.bench.loader import load_bench
 
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_tracker_load", LOAD)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-tl = _load()
+tl = load_bench("tracker_load")
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nhello"
 
 
@@ -73,6 +62,27 @@ def test_parse_response_refuses(wire: bytes, closed: bool, problem: str) -> None
         tl.parse_response(wire, closed)
 
 
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+WAIT = 10.0
+
+
+@asynccontextmanager
+async def clients(handler: Handler, count: int = 1) -> AsyncIterator[list[Any]]:
+    """Serve ``handler`` on a loopback port; yield ``count`` connections to it
+    (``tracker_load.connections``), closed on the way out; the whole block under a timeout."""
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    conns = tl.connections(f"http://127.0.0.1:{port}", count)
+    try:
+        async with asyncio.timeout(WAIT):
+            yield conns
+    finally:
+        for conn in conns:
+            conn.close()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_connection_keeps_alive_and_reconnects_when_the_server_closes() -> None:
     """Three requests: two on one kept-alive connection, the second answered with
     ``Connection: close``, so the third opens a new one."""
@@ -95,17 +105,9 @@ async def test_connection_keeps_alive_and_reconnects_when_the_server_closes() ->
                 writer.close()
                 return
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    conn = tl.Connection(f"http://127.0.0.1:{port}")
-    try:
-        async with asyncio.timeout(10):
-            request = conn.head("GET", "/x", {})
-            got = [await conn.send(request) for _ in range(3)]
-    finally:
-        conn.close()
-        server.close()
-        await server.wait_closed()
+    async with clients(serve) as (conn,):
+        request = conn.head("GET", "/x", {})
+        got = [await conn.send(request) for _ in range(3)]
     assert got == [(200, b"c1r1"), (200, b"c1r2"), (200, b"c2r1")]
     assert len(accepted) == 2
 
@@ -123,17 +125,9 @@ async def test_connection_sends_again_when_a_kept_connection_was_closed_silently
         await reader.read(1)  # the next request came on this connection: closed unanswered
         writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    conn = tl.Connection(f"http://127.0.0.1:{port}")
-    try:
-        async with asyncio.timeout(10):
-            request = conn.head("GET", "/x", {})
-            got = [await conn.send(request) for _ in range(5)]
-    finally:
-        conn.close()
-        server.close()
-        await server.wait_closed()
+    async with clients(serve) as (conn,):
+        request = conn.head("GET", "/x", {})
+        got = [await conn.send(request) for _ in range(5)]
     assert got == [(200, b"ok")] * 5
     assert len(accepted) == 5
 
@@ -147,18 +141,9 @@ async def test_connections_to_loopback_come_from_addresses_of_their_own() -> Non
         writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
         await writer.drain()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    conns = tl.connections(f"http://127.0.0.1:{port}", 3)
-    try:
-        async with asyncio.timeout(10):
-            for conn in conns:
-                assert await conn.send(conn.head("GET", "/", {})) == (204, b"")
-    finally:
+    async with clients(serve, 3) as conns:
         for conn in conns:
-            conn.close()
-        server.close()
-        await server.wait_closed()
+            assert await conn.send(conn.head("GET", "/", {})) == (204, b"")
     assert seen == ["127.1.0.1", "127.1.0.2", "127.1.0.3"]
 
 
@@ -168,17 +153,9 @@ async def test_connection_fails_on_a_server_that_hangs_up() -> None:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
         writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    conn = tl.Connection(f"http://127.0.0.1:{port}")
-    try:
-        async with asyncio.timeout(10):
-            with pytest.raises(ConnectionError, match="inside a response body"):
-                await conn.send(conn.head("GET", "/x", {}))
-    finally:
-        conn.close()
-        server.close()
-        await server.wait_closed()
+    async with clients(serve) as (conn,):
+        with pytest.raises(ConnectionError, match="inside a response body"):
+            await conn.send(conn.head("GET", "/x", {}))
 
 
 def test_connection_refuses_what_is_not_an_http_url() -> None:
