@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,6 +75,21 @@ def test_upload_then_download_elsewhere(
     assert after["downloads"] == 1
     for ch in after["chunks"]:
         assert n4.node_id in {h["node_id"] for h in ch["holders"]}
+
+    # n4 is no longer a leecher: its report of completion ended that, with no "stopped" after
+    assert n4.node_id not in {n["node_id"] for n in after["leechers"]}
+    with sqlite3.connect(net.root / "tracker" / "tracker.db") as db:
+        kinds = [
+            kind
+            for (kind,) in db.execute(
+                "SELECT kind FROM events WHERE file_id = ? AND node_id = ? ORDER BY id",
+                (up["file_id"], n4.node_id),
+            )
+        ]
+    assert [k for k in kinds if k.startswith(("leecher", "download"))] == [
+        "leecher-started",
+        "download-completed",
+    ]
 
 
 def test_an_existing_output_is_kept_unless_forced(net: Cluster, tmp_path: Path) -> None:
