@@ -84,6 +84,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from p2pshare.core.chunking import DEFAULT_CHUNK_SIZE
 from p2pshare.core.errors import InvalidSize
 from p2pshare.core.sizes import format_size, parse_size
 
@@ -130,7 +131,9 @@ RUN_ORDER = (
 """Memory is read off the other runs, so it comes last; upload and downloads before scaling,
 so the holders' peaks are those of the ``--size`` runs."""
 HOLDERS = ("h1", "h2", "h3")
-CHUNK_SIZE = "4MiB"
+CHUNK_SIZE = str(DEFAULT_CHUNK_SIZE)
+"""Uploads use the default chunk size, as users do (the anchors keep their best piece size,
+``anchors.PIECE_SIZE``)."""
 TRACKER_CLIENTS = 64
 TRACKER_FILES = (200, 16, 3)
 """files (50 in --smoke), chunks each, replicas each of the tracker workload"""

@@ -1,6 +1,6 @@
 """Upload and download speed among local nodes: plain, TLS, and TLS + encryption (a figure).
 
-usage: python bench/transfer.py [--size 32MiB] [--chunk-size 4MiB] [--replicas 2] [--rounds 3]
+usage: python bench/transfer.py [--size 32MiB] [--chunk-size 8MiB] [--replicas 2] [--rounds 3]
 
 Starts two clusters of the test harness of ``tests/integration/network`` (a real tracker and
 four real node processes each, on loopback): one with ``--no-tls`` everywhere (plain http), one
@@ -39,6 +39,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from p2pshare.core.chunking import DEFAULT_CHUNK_SIZE
 from p2pshare.core.errors import InvalidSize
 from p2pshare.core.sizes import format_size, parse_size
 
@@ -252,7 +253,11 @@ def report(runs: dict[str, Runs], by_tls: dict[bool, Cluster], rounds: int) -> N
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", default="32MiB", help="file size (default 32MiB)")
-    p.add_argument("--chunk-size", default="4MiB", help="chunk size (default 4MiB)")
+    p.add_argument(
+        "--chunk-size",
+        default=str(DEFAULT_CHUNK_SIZE),
+        help=f"chunk size (default {format_size(DEFAULT_CHUNK_SIZE)}, the project's)",
+    )
     p.add_argument(
         "--replicas", type=int, default=2, help="holders per chunk besides n1: 1 or 2 (default 2)"
     )

@@ -134,7 +134,7 @@ class Settings(BaseSettings):
     env: Profile = Field("development", description="profile: development or production")
     data_dir: Path = Field(description="where the node keeps its chunks and state")
     storage: Size = Field(10 * 1024**3, description="bytes this node offers to others (10GiB)")
-    chunk_size: ChunkSize = Field(DEFAULT_CHUNK_SIZE, description="chunk size for uploads (4MiB)")
+    chunk_size: ChunkSize = Field(DEFAULT_CHUNK_SIZE, description="chunk size for uploads (8MiB)")
     tracker_url: HttpUrl = Field("http://127.0.0.1:7070", description="the tracker's address")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="least severe log level shown"

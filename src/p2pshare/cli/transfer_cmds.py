@@ -187,7 +187,7 @@ def upload_cmd(
         False
     ),
     chunk_size: Annotated[
-        str | None, typer.Option("--chunk-size", help="e.g. 4MiB [default: the configured one].")
+        str | None, typer.Option("--chunk-size", help="e.g. 8MiB [default: the configured one].")
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Name to register.")] = None,
     encrypt: Annotated[

@@ -33,8 +33,26 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 FailureKind = Literal["error", "timeout", "bad-hash"]
+FETCH_BUDGET = 32 * 1024 * 1024
+"""Bytes of chunks a download holds at once by default (fetched, not yet written)."""
 ENDGAME_COPIES = 2
 """Requests in flight at once for one chunk during the endgame."""
+
+
+def fetch_limits(largest: int, *, budget: int, total: int, per_holder: int) -> tuple[int, int]:
+    """Return the ``(total, per_holder)`` requests in flight for a download whose largest
+    chunk is ``largest`` bytes: ``total`` and ``per_holder`` as given while ``total``
+    chunks fit in ``budget`` bytes, fewer for bigger chunks (the two in the same ratio, at
+    least 2 and 1, and never more per holder than in all), so a download's memory does not
+    grow with its file's chunk size.
+
+    At the default 32 MiB budget: 8 and 4 up to 4 MiB chunks, 4 and 2 at 8 MiB, 2 and 1 from
+    16 MiB (64 MiB chunks: 128 MiB, two chunks, where 8 in flight held 512 MiB).
+    """
+    if largest < 1 or budget < 1 or total < 1 or per_holder < 1:
+        raise ValueError("sizes and limits must be at least 1")
+    fits = min(total, max(2, budget // largest))
+    return fits, max(1, min(per_holder, fits, per_holder * fits // total))
 
 
 def worth_new_sources(

@@ -69,6 +69,7 @@ from p2pshare.core.scheduler import (
     ChunkSource,
     DownloadScheduler,
     FailureKind,
+    fetch_limits,
     worth_new_sources,
 )
 from p2pshare.storage.diskio import BlockFile, aligned_buffer, try_direct
@@ -255,7 +256,13 @@ async def download(ctx: NodeContext, req: DownloadRequest, t: Transfer) -> Trans
         ChunkSource(cid, sizes[cid], tuple(idx), tuple(holders.get(cid, ())))
         for cid, idx in indices.items()
     ]
-    sched = DownloadScheduler(sources, per_holder=ctx.per_holder, total=ctx.total)
+    total, per_holder = fetch_limits(
+        max(sizes.values(), default=1),
+        budget=ctx.fetch_budget,
+        total=ctx.total,
+        per_holder=ctx.per_holder,
+    )
+    sched = DownloadScheduler(sources, per_holder=per_holder, total=total)
 
     await ctx.tracker.leecher(manifest.file_id, LeecherUpdate(node_id=me, state="started"))
     fd = await asyncio.to_thread(_open_part, part, manifest.size)
@@ -490,12 +497,13 @@ async def _fetch_all(
     Each chunk is kept in the store to serve others, as a range of ``part`` when given."""
     wake = asyncio.Event()
     running: dict[tuple[str, str], asyncio.Task[None]] = {}
-    # a chunk's bytes are held from the fetch until written: at most ``total`` chunks at once,
-    # whatever the file size (the scheduler frees a request's slot as soon as it arrives).
-    # The buffers are reused: no fresh 4 MiB mapping (and its page faults) per chunk; and
+    # a chunk's bytes are held from the fetch until written: at most the scheduler's ``total``
+    # chunks at once, whatever the file size (the scheduler frees a request's slot as soon as
+    # it arrives; ``fetch_limits`` keeps those chunks within the node's fetch budget).
+    # The buffers are reused: no fresh mapping (and its page faults) per chunk; and
     # page-aligned, so the part file and the store's copy are written from them by direct
     # I/O without a copy into a staging buffer.
-    slots = asyncio.Semaphore(ctx.total)
+    slots = asyncio.Semaphore(sched.total)
     largest = max(sizes.values(), default=0)
     free: list[mmap.mmap] = []
 

@@ -23,7 +23,7 @@ def test_profile_defaults() -> None:
     assert dev.env == "development"
     assert dev.log_level == "DEBUG"
     assert dev.log_format == "text"
-    assert dev.chunk_size == 4 * MiB
+    assert dev.chunk_size == 8 * MiB
     prod = load_settings(profile="production")
     assert prod.env == "production"
     assert prod.log_format == "json"

@@ -12,9 +12,11 @@ from hypothesis import strategies as st
 
 from p2pshare.core.scheduler import (
     ENDGAME_COPIES,
+    FETCH_BUDGET,
     ChunkSource,
     DownloadScheduler,
     Request,
+    fetch_limits,
     worth_new_sources,
 )
 
@@ -396,3 +398,48 @@ def test_more_left_or_a_slower_pace_never_stops_the_looking(
     if look(left, elapsed):
         assert look(left + more, elapsed)
         assert look(left, elapsed * 2)
+
+
+MiB = 2**20
+
+
+@pytest.mark.parametrize(
+    ("chunk", "expected"),
+    [
+        (64 * 1024, (8, 4)),
+        (4 * MiB, (8, 4)),
+        (8 * MiB, (4, 2)),
+        (16 * MiB, (2, 1)),
+        (64 * MiB, (2, 1)),
+    ],
+)
+def test_fetch_limits_at_the_default_budget(chunk: int, expected: tuple[int, int]) -> None:
+    assert fetch_limits(chunk, budget=FETCH_BUDGET, total=8, per_holder=4) == expected
+
+
+@given(
+    st.integers(min_value=1, max_value=2**27),
+    st.integers(min_value=1, max_value=2**30),
+    st.integers(min_value=1, max_value=64),
+    st.integers(min_value=1, max_value=64),
+)
+def test_fetch_limits_keep_memory_within_the_budget_or_two_chunks(
+    largest: int, budget: int, total: int, per_holder: int
+) -> None:
+    got_total, got_per_holder = fetch_limits(
+        largest, budget=budget, total=total, per_holder=per_holder
+    )
+    assert 1 <= got_per_holder <= per_holder
+    assert got_per_holder <= got_total
+    assert got_total <= total
+    # the chunks held at once fit the budget, or are the two a download needs at least
+    assert got_total * largest <= budget or got_total == min(total, 2)
+    if total * largest <= budget and per_holder <= total:  # the node's limits as they are
+        assert (got_total, got_per_holder) == (total, per_holder)
+
+
+@pytest.mark.parametrize("bad", [(0, 1, 1, 1), (1, 0, 1, 1), (1, 1, 0, 1), (1, 1, 1, 0)])
+def test_fetch_limits_refuse_nonsense(bad: tuple[int, int, int, int]) -> None:
+    largest, budget, total, per_holder = bad
+    with pytest.raises(ValueError, match="at least 1"):
+        fetch_limits(largest, budget=budget, total=total, per_holder=per_holder)
