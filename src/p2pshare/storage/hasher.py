@@ -24,6 +24,7 @@ from p2pshare.core.ids import chunk_id as hash_chunk
 from p2pshare.core.manifest import Manifest, ManifestBuilder, validate_name
 from p2pshare.security import sealing
 from p2pshare.storage.chunkstore import ChunkStore
+from p2pshare.storage.diskio import aligned_buffer
 
 ProgressCallback = Callable[[int], None]
 """Called from the worker thread with the number of bytes just read."""
@@ -181,11 +182,24 @@ async def _ingest_pieces(
     A pipeline over reused buffers: while chunk i is hashed (its id and the whole-file hash in
     two worker threads at once), chunk i+1 is read and up to :data:`STORES_IN_FLIGHT` earlier
     chunks are written to the store. Memory: ``STORES_IN_FLIGHT + 2`` chunks (encrypted: two
-    plaintext buffers and the ciphertexts being stored).
+    plaintext buffers and ``STORES_IN_FLIGHT + 1`` for the ciphertexts, the one being hashed
+    and those being stored).
+
+    The buffers are made once, page-aligned and mapped apart from the heap: the store writes
+    a chunk from them by direct I/O without a staging copy, and they are unmapped at the end.
+    A fresh ciphertext per chunk (as before) left glibc's heap holding freed chunks, and an
+    uploading node's peak grew with each encrypted upload (1 GiB in 8 MiB chunks: 146 MiB
+    after one, 157 after two; 4 MiB chunks: 114, then 129).
     """
     # encrypted: a plaintext buffer is free once sealed (the store takes the ciphertext)
     count = 2 if key is not None else STORES_IN_FLIGHT + 2
-    views = [memoryview(bytearray(piece_size)) for _ in range(count)]
+    views = [memoryview(aligned_buffer(piece_size)) for _ in range(count)]
+    # chunk i's ciphertext goes to sealed[i % len(sealed)]: the chunk that used it before,
+    # i - STORES_IN_FLIGHT - 1, is stored by then (at most STORES_IN_FLIGHT wait, i-1 back)
+    sealed_count = 0 if key is None else STORES_IN_FLIGHT + 1
+    sealed = [
+        memoryview(aligned_buffer(piece_size + sealing.OVERHEAD)) for _ in range(sealed_count)
+    ]
     reading: asyncio.Future[int] | None = None
     storing: deque[tuple[int, asyncio.Task[object]]] = deque()
     read = index = 0
@@ -207,7 +221,8 @@ async def _ingest_pieces(
                 )
             piece: bytes | memoryview = views[index % count][:n]
             if key is not None:
-                piece = await asyncio.to_thread(_seal_chunk, plain_sha, key, index, piece)
+                out = sealed[index % len(sealed)]
+                piece = await asyncio.to_thread(_seal_chunk, plain_sha, key, index, piece, out)
             chunk_id, _ = await asyncio.gather(
                 asyncio.to_thread(hash_chunk, piece), asyncio.to_thread(builder.take, piece)
             )
@@ -234,7 +249,10 @@ async def _ingest_pieces(
     return read
 
 
-def _seal_chunk(plain_sha: Any, key: bytes, index: int, piece: bytes | memoryview) -> bytes:
-    """Hash a plaintext chunk into ``plain_sha`` and return it encrypted (worker thread)."""
+def _seal_chunk(
+    plain_sha: Any, key: bytes, index: int, piece: bytes | memoryview, out: memoryview
+) -> memoryview:
+    """Hash a plaintext chunk into ``plain_sha`` and return it encrypted into ``out`` (worker
+    thread)."""
     plain_sha.update(piece)
-    return sealing.encrypt_chunk(key, index, piece)
+    return sealing.encrypt_chunk_into(key, index, piece, out)

@@ -19,7 +19,7 @@ from p2pshare.core.links import format_link
 from p2pshare.core.manifest import Manifest
 from p2pshare.core.node_messages import TransferResult
 from p2pshare.security import sealing
-from p2pshare.storage.diskio import Appender, BlockFile
+from p2pshare.storage.diskio import Appender, BlockFile, aligned_buffer
 
 
 class KeyRequired(InvalidInput):
@@ -76,14 +76,17 @@ def decrypt_file(
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     sink = Appender(fd)
     try:
-        buf = memoryview(bytearray(manifest.chunk_size))
+        # two buffers for the whole file, made once (a fresh plaintext per chunk left glibc's
+        # heap holding freed chunks: see storage.hasher._ingest_pieces)
+        buf = memoryview(aligned_buffer(manifest.chunk_size))
+        clear = memoryview(aligned_buffer(manifest.chunk_size))
         for span in ChunkPlan.for_size(manifest.size, manifest.chunk_size):
             got = cipher.read_into(buf[: span.length], span.offset)
             if got != span.length:
                 raise IntegrityError(  # noqa: TRY301 - the except below only cleans up
                     f"the part file ends at {span.offset + got} bytes, before {manifest.size}"
                 )
-            plain = sealing.decrypt_chunk(key, span.index, buf[: span.length])
+            plain = sealing.decrypt_chunk_into(key, span.index, buf[: span.length], clear)
             digest.update(plain)
             sink.write(plain)
             written += len(plain)

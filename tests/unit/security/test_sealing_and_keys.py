@@ -42,6 +42,25 @@ def test_a_chunk_encrypts_the_same_every_time_and_opens_only_with_its_key() -> N
         sealing.encrypt_chunk(b"short", 0, plain)
 
 
+def test_a_chunk_encrypted_and_decrypted_into_reused_buffers_is_the_same_chunk() -> None:
+    out = memoryview(bytearray(4096))
+    clear = memoryview(bytearray(4096))
+    for index, plain in enumerate([b"a" * 1000, b"b" * 4000, b"", b"c" * 7]):
+        sealed = sealing.encrypt_chunk_into(KEY, index, memoryview(plain), out)
+        assert bytes(sealed) == sealing.encrypt_chunk(KEY, index, plain)
+        opened = sealing.decrypt_chunk_into(KEY, index, sealed, clear)
+        assert bytes(opened) == plain
+    sealed = sealing.encrypt_chunk_into(KEY, 0, b"secret" * 10, out)
+    tampered = bytearray(sealed)
+    tampered[0] ^= 1
+    with pytest.raises(IntegrityError, match="does not decrypt"):
+        sealing.decrypt_chunk_into(KEY, 0, tampered, clear)
+    with pytest.raises(IntegrityError, match="does not decrypt"):
+        sealing.decrypt_chunk_into(OTHER, 0, sealed, clear)
+    with pytest.raises(IntegrityError, match="shorter than its tag"):
+        sealing.decrypt_chunk_into(KEY, 0, b"tiny", clear)
+
+
 def test_the_sealed_part_round_trips_and_refuses_the_wrong_key() -> None:
     part = sealing.SealedPart("report.pdf", 1234, "ab" * 32)
     text = sealing.seal(KEY, part)
