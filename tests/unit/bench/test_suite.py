@@ -136,3 +136,35 @@ def test_the_table_shows_ratios_and_targets() -> None:
     assert "libtorrent 400 (x0.25), aria2c failed" in md
     assert "sha256 1,000 (x0.10)" in md
     assert "every node < 150 MiB: NOT met" in md
+
+
+def full_plan(*only: str) -> Any:
+    args = argparse.Namespace(
+        smoke=False, only=list(only) or None, size=None, rounds=None, no_anchors=False
+    )
+    return suite.make_plan(args)
+
+
+def test_the_disk_the_plans_need() -> None:
+    gib, mib = 2**30, 2**20
+    # the whole plan peaked at 34.3 GiB in use; its largest file is 4 GiB
+    assert suite.disk_needed(full_plan()) == 34 * gib
+    assert suite.disk_needed(full_plan("download-3")) == 19 * gib  # no 4 GiB file
+    assert suite.disk_needed(smoke_plan()) == 5 * 32 * mib + 14 * 16 * mib
+
+
+def test_too_little_free_space_is_refused_before_any_work(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Usage:
+        free = 100 * 2**20  # the smoke plan needs about 384 MiB
+
+    monkeypatch.setattr(suite.shutil, "disk_usage", lambda path: Usage())
+    work, out = tmp_path / "work", tmp_path / "results"
+    argv = ["suite.py", "--smoke", "--workdir", str(work), "--out", str(out)]
+    monkeypatch.setattr(suite.sys, "argv", argv)
+    assert suite.main() == 2
+    err = capsys.readouterr().err
+    assert "has 100.0 MiB free, and this plan needs about 384.0 MiB" in err
+    assert list(work.iterdir()) == []  # no work dir made, nothing run
+    assert not out.exists()
