@@ -80,38 +80,24 @@ def _aead(key: bytes) -> AESGCM:
     return AESGCM(key)
 
 
-def encrypt_chunk(key: bytes, index: int, plain: bytes | bytearray | memoryview) -> bytes:
-    """Return chunk ``index`` of a file encrypted under ``key`` (same input, same output)."""
-    return _aead(key).encrypt(_nonce(index), plain, _CHUNK_AAD)
-
-
 def encrypt_chunk_into(
     key: bytes, index: int, plain: bytes | bytearray | memoryview, out: memoryview
 ) -> memoryview:
-    """Encrypt chunk ``index`` as :func:`encrypt_chunk` does, into the start of ``out`` (at
-    least ``len(plain) + OVERHEAD`` bytes); return the view of ``out`` that holds it. A
-    reused buffer: no fresh allocation of a chunk's size per chunk (see
+    """Encrypt chunk ``index`` of a file under ``key`` (same input, same output) into the
+    start of ``out`` (at least ``len(plain) + OVERHEAD`` bytes); return the view of ``out``
+    that holds it. Into a reused buffer: no fresh allocation of a chunk's size per chunk (see
     ``storage.hasher._ingest_pieces``)."""
     view = out[: len(plain) + OVERHEAD]
     _aead(key).encrypt_into(_nonce(index), plain, _CHUNK_AAD, view)
     return view
 
 
-def decrypt_chunk(key: bytes, index: int, cipher: bytes | bytearray | memoryview) -> bytes:
-    """Return the plaintext of chunk ``index``; raise :class:`IntegrityError` when ``key`` does
-    not open it (a wrong key, or bytes changed)."""
-    try:
-        return _aead(key).decrypt(_nonce(index), cipher, _CHUNK_AAD)
-    except InvalidTag:
-        raise IntegrityError(f"chunk {index} does not decrypt with this key") from None
-
-
 def decrypt_chunk_into(
     key: bytes, index: int, cipher: bytes | bytearray | memoryview, out: memoryview
 ) -> memoryview:
-    """Decrypt chunk ``index`` as :func:`decrypt_chunk` does, into the start of ``out`` (at
-    least ``len(cipher) - OVERHEAD`` bytes); return the view of ``out`` that holds the
-    plaintext. Raises :class:`IntegrityError` like :func:`decrypt_chunk`."""
+    """Decrypt chunk ``index`` into the start of ``out`` (at least ``len(cipher) - OVERHEAD``
+    bytes); return the view of ``out`` that holds the plaintext. Raises
+    :class:`IntegrityError` when ``key`` does not open it (a wrong key, or bytes changed)."""
     if len(cipher) < OVERHEAD:
         raise IntegrityError(f"chunk {index} is shorter than its tag")
     view = out[: len(cipher) - OVERHEAD]
