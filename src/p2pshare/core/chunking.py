@@ -15,9 +15,9 @@ from p2pshare.core.sizes import format_size
 KiB = 1024
 MiB = 1024 * KiB
 DEFAULT_CHUNK_SIZE = 8 * MiB
-"""Measured (``docs/performance.md``, "Chunk size"): against 4 MiB, the same bench runs gave
-three downloads at once 7% more, uploads 16% more and one download the same, with the
-downloads' memory unchanged (:func:`p2pshare.core.scheduler.fetch_limits`); 16 MiB gave
+"""Measured (``docs/performance.md``, "What was changed"): against 4 MiB, the same bench
+runs gave three downloads at once 7% more, uploads 16% more and one download the same, with
+the downloads' memory unchanged (:func:`p2pshare.core.scheduler.fetch_limits`); 16 MiB gave
 downloads more again but took the uploading node over its memory target."""
 MIN_CHUNK_SIZE = 64 * KiB
 MAX_CHUNK_SIZE = 64 * MiB
