@@ -7,7 +7,6 @@ code 1 (2 for a usage error, 130 for ctrl-C).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from dataclasses import dataclass
@@ -36,7 +35,6 @@ from p2pshare.cli.transfer_cmds import download_cmd, upload_cmd
 from p2pshare.config import Settings, describe_sources, load_settings
 from p2pshare.core.errors import InvalidInput, P2PShareError
 from p2pshare.core.sizes import format_size, parse_size
-from p2pshare.storage.hasher import hash_file
 
 app = typer.Typer(
     name="p2pshare",
@@ -134,6 +132,8 @@ def manifest_cmd(
 
     Nothing is stored or sent; this is what an upload will register.
     """
+    from p2pshare.storage.hasher import hash_file_sync  # the storage room: this command only
+
     c: Context = ctx.obj
     size = parse_size(chunk_size) if chunk_size is not None else c.settings.chunk_size
     if file.is_dir():
@@ -141,7 +141,7 @@ def manifest_cmd(
     total = file.stat().st_size if file.is_file() else 0
     created = datetime.now(UTC)
     if c.json or not sys.stderr.isatty():
-        manifest = asyncio.run(hash_file(file, chunk_size=size, created=created))
+        manifest = hash_file_sync(file, chunk_size=size, created=created)
     else:
         with Progress(
             "[progress.description]{task.description}",
@@ -153,13 +153,11 @@ def manifest_cmd(
             transient=True,
         ) as progress:
             task = progress.add_task("hashing", total=total)
-            manifest = asyncio.run(
-                hash_file(
-                    file,
-                    chunk_size=size,
-                    created=created,
-                    on_progress=lambda n: progress.advance(task, n),
-                )
+            manifest = hash_file_sync(
+                file,
+                chunk_size=size,
+                created=created,
+                on_progress=lambda n: progress.advance(task, n),
             )
     if c.json:
         print(manifest.canonical_json().decode())
@@ -190,7 +188,11 @@ def demo_cmd() -> None:
     Each part is its own process, as you would start it by hand. The network keeps running,
     with commands to try printed, until ctrl-C, which stops every process it started.
     """
-    from p2pshare.cli.demo import run_demo
+    from p2pshare.cli.entry import import_aiohttp_without_system_cas, imports
+
+    with imports():
+        import_aiohttp_without_system_cas()
+        from p2pshare.cli.demo import run_demo
 
     run_demo(Console(soft_wrap=True))
 

@@ -1,26 +1,19 @@
-"""What the CLI's commands share: logging set-up, the control client, and JSON output."""
+"""What the CLI's commands share: logging set-up, the node's control URL, and JSON output."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from p2pshare.config import Settings
 from p2pshare.core.errors import P2PShareError
 from p2pshare.node.control_client import ControlClient
-from p2pshare.node.http import new_session
 
 if TYPE_CHECKING:
     from p2pshare.cli.app import Context
-
-T = TypeVar("T")
 
 QUIET_LOGGERS = ("aiosqlite", "asyncio", "alembic.runtime.migration", "aiohttp.access")
 
@@ -60,30 +53,12 @@ def setup_logging(settings: Settings) -> None:
         logging.getLogger(chatty).setLevel(max(logging.INFO, root.level))
 
 
-def node_url(c: Context, given: str | None) -> str:
-    """Return the control URL of the local node: ``--node`` or the configured one."""
-    return (given or c.settings.node_url).rstrip("/")
+def control(c: Context, given: str | None) -> ControlClient:
+    """Return a client of the local node's control API at ``--node`` or the configured URL.
 
-
-async def open_control(session: aiohttp.ClientSession, url: str) -> ControlClient:
-    """Return a control client for the node at ``url`` after checking that it answers.
-
-    Raises :class:`~p2pshare.core.errors.Unavailable` (saying how to start a node) when none
-    answers there.
-    """
-    client = ControlClient(session, url)
-    await client.status()
-    return client
-
-
-def with_control(url: str, work: Callable[[ControlClient], Awaitable[T]]) -> T:
-    """Run ``work`` with a control client for the node at ``url``; return its result."""
-
-    async def main() -> T:
-        async with new_session() as session:
-            return await work(await open_control(session, url))
-
-    return asyncio.run(main())
+    Its calls raise :class:`~p2pshare.core.errors.Unavailable`, saying how to start a node,
+    when none answers there."""
+    return ControlClient(given or c.settings.node_url)
 
 
 def print_json(doc: Any) -> None:

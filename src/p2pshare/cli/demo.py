@@ -29,7 +29,7 @@ from p2pshare.core.errors import P2PShareError, Unavailable
 from p2pshare.core.links import encode_key, parse_link
 from p2pshare.core.node_messages import DownloadRequest, UploadRequest
 from p2pshare.node.control_client import ControlClient
-from p2pshare.node.http import new_session, prepare, url_of
+from p2pshare.node.http import prepare, url_of
 
 NODES = ("alpha", "bravo", "charlie")
 DEMO_SIZE = 64 * 2**20
@@ -104,7 +104,8 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-async def _demo(root: Path, cluster: Cluster, console: Console) -> None:
+async def _start(root: Path, cluster: Cluster, console: Console) -> dict[str, str]:
+    """Start the tracker and the nodes; return each node's control URL once all answer."""
     from p2pshare.tracker.server import tracker_url as url_of_tracker
     from p2pshare.tracker.settings import TrackerSettings
 
@@ -148,38 +149,37 @@ async def _demo(root: Path, cluster: Cluster, console: Console) -> None:
         console.print(f"node      {name:<8} https://127.0.0.1:{port}  (control {controls[name]})")
     for name in NODES:
         await wait_http(f"{controls[name]}/v1/control/status", cluster)
+    return controls
 
+
+def _exercise(root: Path, cluster: Cluster, controls: dict[str, str], console: Console) -> None:
+    """Upload on alpha, download on charlie, compare; then keep the network up until ctrl-C."""
     source = root / "demo-64MiB.bin"
-    await asyncio.to_thread(_write_random, source, DEMO_SIZE)
-    async with new_session() as session:
-        alpha = ControlClient(session, controls["alpha"])
-        deadline = time.monotonic() + START_TIMEOUT
-        while len(await alpha.peers()) < len(NODES) - 1:  # wait for the others' heartbeats
-            if time.monotonic() > deadline:
-                raise Unavailable("the nodes did not all announce themselves in time")
-            await asyncio.sleep(0.3)
-        # one copy besides alpha's, so bravo and charlie each hold about half of the chunks and
-        # charlie's download has to fetch the rest from the others
-        console.rule("encrypted upload on alpha (--auto --encrypt, 1 replica besides alpha)")
-        info = await alpha.start_upload(UploadRequest(path=str(source), replicas=1, encrypt=True))
-        uploaded = await follow(alpha, info, show=True, console=console)
-        print_upload_summary(console, uploaded)
+    _write_random(source, DEMO_SIZE)
+    alpha = ControlClient(controls["alpha"])
+    deadline = time.monotonic() + START_TIMEOUT
+    while len(alpha.peers()) < len(NODES) - 1:  # wait for the others' heartbeats
+        if time.monotonic() > deadline:
+            raise Unavailable("the nodes did not all announce themselves in time")
+        time.sleep(0.3)
+    # one copy besides alpha's, so bravo and charlie each hold about half of the chunks and
+    # charlie's download has to fetch the rest from the others
+    console.rule("encrypted upload on alpha (--auto --encrypt, 1 replica besides alpha)")
+    info = alpha.start_upload(UploadRequest(path=str(source), replicas=1, encrypt=True))
+    uploaded = follow(alpha, info, show=True, console=console)
+    print_upload_summary(console, uploaded)
 
-        console.rule("download on charlie")
-        charlie = ControlClient(session, controls["charlie"])
-        target = root / "charlie-downloads" / source.name
-        await asyncio.to_thread(target.parent.mkdir)
-        link = parse_link(uploaded.share_link)  # the key travels only in the link
-        key = encode_key(link.key) if link.key is not None else None
-        info = await charlie.start_download(
-            DownloadRequest(file_id=link.file_id, path=str(target), key=key)
-        )
-        downloaded = await follow(charlie, info, show=True, console=console)
-        print_download_summary(console, downloaded)
+    console.rule("download on charlie")
+    charlie = ControlClient(controls["charlie"])
+    target = root / "charlie-downloads" / source.name
+    target.parent.mkdir()
+    link = parse_link(uploaded.share_link)  # the key travels only in the link
+    key = encode_key(link.key) if link.key is not None else None
+    info = charlie.start_download(DownloadRequest(file_id=link.file_id, path=str(target), key=key))
+    downloaded = follow(charlie, info, show=True, console=console)
+    print_download_summary(console, downloaded)
 
-    original, copy = await asyncio.gather(
-        asyncio.to_thread(_sha256, source), asyncio.to_thread(_sha256, target)
-    )
+    original, copy = _sha256(source), _sha256(target)
     verdict = "[green]match[/green]" if original == copy else "[red]DIFFER[/red]"
     console.rule("result")
     console.print(f"sha256 of the original   {original}")
@@ -200,7 +200,7 @@ async def _demo(root: Path, cluster: Cluster, console: Console) -> None:
     console.print(f"logs: {root}/*.log     press ctrl-C to stop everything")
     while True:
         cluster.check_alive()
-        await asyncio.sleep(1)
+        time.sleep(1)
 
 
 def _write_random(path: Path, size: int) -> None:
@@ -224,7 +224,8 @@ def run_demo(console: Console) -> None:
     # of their own (so ctrl-C reaches only the demo) and would be left running otherwise
     previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in STOP_SIGNALS}
     try:
-        asyncio.run(_demo(root, cluster, console))
+        controls = asyncio.run(_start(root, cluster, console))
+        _exercise(root, cluster, controls, console)
     except KeyboardInterrupt:
         console.print("\nstopping the demo network...")
     finally:

@@ -1,27 +1,34 @@
 """The ``p2pshare`` command's entry point: the CLI is imported as cheaply as it can be.
 
-Starting imports aiohttp, pydantic, typer and rich and builds our models: several hundred
-thousand objects, nearly all kept for the life of the process. Two things make that dearer than
-it need be, and both are avoided here:
+Starting imports pydantic, typer and rich and builds our models: several hundred thousand
+objects, nearly all kept for the life of the process. Three things make that dearer than it
+need be, and all are avoided here:
 
 - The garbage collector would walk those objects again and again while they are made, for
   nothing. Paused meanwhile, ``p2pshare --version`` took 504-570 ms of CPU here against
   590-685 ms (8 starts each way, alternated 4 times). The objects are then frozen out of later
-  full collections, which a node or a tracker runs for hours.
+  full collections, which a node or a tracker runs for hours (:func:`imports`).
+- The commands that talk to a node (``upload``, ``download``, ``peers``, ...) do not import
+  aiohttp at all: their control client is the standard library's
+  (:mod:`p2pshare.node.control_client`). Only ``node``, ``tracker`` and ``demo`` import it,
+  after the command line is parsed.
 - aiohttp builds its two default TLS contexts as it is imported, and each loads the system's
   CA bundle (about 55 ms each here). p2pshare never trusts those authorities: every https
   address it calls carries the other side's certificate fingerprint (``node.http.prepare``
   refuses one without), and a pinned call checks that fingerprint, not a chain. So aiohttp is
-  imported with the CA locations pointed at nothing, and the environment is put back at once:
-  its default contexts hold no authority, and a call that relied on them would be refused.
+  imported with the CA locations pointed at nothing (:func:`import_aiohttp_without_system_cas`),
+  and the environment is put back at once: its default contexts hold no authority, and a call
+  that relied on them would be refused.
 
 Three downloads started at once spend these starts on the same two cores as the transfers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+from collections.abc import Iterator
 
 # the OpenSSL variables that name the default CA file and directory
 CA_LOCATIONS = ("SSL_CERT_FILE", "SSL_CERT_DIR")
@@ -42,13 +49,19 @@ def import_aiohttp_without_system_cas() -> None:
                 os.environ[name] = value
 
 
-def run() -> None:
-    """Import the CLI with the collector paused, then run it and exit with its code."""
+@contextlib.contextmanager
+def imports() -> Iterator[None]:
+    """Pause the garbage collector while the block imports; then freeze what it made."""
     gc.disable()
     try:
-        import_aiohttp_without_system_cas()
-        from p2pshare.cli.app import run as run_cli
+        yield
     finally:
         gc.freeze()
         gc.enable()
+
+
+def run() -> None:
+    """Import the CLI with the collector paused, then run it and exit with its code."""
+    with imports():
+        from p2pshare.cli.app import run as run_cli
     run_cli()

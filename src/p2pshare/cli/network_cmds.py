@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from statistics import median
@@ -13,12 +12,11 @@ from rich.console import Console
 from rich.prompt import Confirm
 from rich.table import Table
 
-from p2pshare.cli.common import Interrupted, node_url, print_json, shown_address, with_control
+from p2pshare.cli.common import Interrupted, control, print_json, shown_address
 from p2pshare.core.errors import P2PShareError, Unavailable
 from p2pshare.core.ids import validate_id
-from p2pshare.core.messages import DrainStatus, Receipt
+from p2pshare.core.messages import DrainStatus
 from p2pshare.core.sizes import format_size
-from p2pshare.node.control_client import ControlClient
 
 if TYPE_CHECKING:
     from p2pshare.cli.app import Context
@@ -39,7 +37,7 @@ NodeOption = Annotated[
 def peers_cmd(ctx: typer.Context, node: NodeOption = None) -> None:
     """List the online nodes with free space (the holders an upload can use)."""
     c: Context = ctx.obj
-    nodes = with_control(node_url(c, node), lambda client: client.peers())
+    nodes = control(c, node).peers()
     if c.json:
         print_json([n.model_dump(mode="json") for n in nodes])
         return
@@ -67,7 +65,7 @@ def files_cmd(
 ) -> None:
     """List the files registered at the tracker."""
     c: Context = ctx.obj
-    page = with_control(node_url(c, node), lambda client: client.files(name=name, limit=500))
+    page = control(c, node).files(name=name, limit=500)
     if c.json:
         print_json(page.model_dump(mode="json"))
         return
@@ -102,20 +100,16 @@ def delete_cmd(
     """
     c: Context = ctx.obj
     validate_id(file_id, "file id")
-    url = node_url(c, node)
-
-    async def work(client: ControlClient) -> Receipt:
-        if not yes and not c.json and sys.stdin.isatty() and sys.stdout.isatty():
-            detail = await client.file(file_id)
-            question = (
-                f"Withdraw {detail.manifest.name} ({format_size(detail.manifest.size)}) "
-                "from the network?"
-            )
-            if not Confirm.ask(question, default=False):
-                raise Interrupted("nothing withdrawn")
-        return await client.delete_file(file_id)
-
-    receipt = with_control(url, work)
+    client = control(c, node)
+    if not yes and not c.json and sys.stdin.isatty() and sys.stdout.isatty():
+        detail = client.file(file_id)
+        question = (
+            f"Withdraw {detail.manifest.name} ({format_size(detail.manifest.size)}) "
+            "from the network?"
+        )
+        if not Confirm.ask(question, default=False):
+            raise Interrupted("nothing withdrawn")
+    receipt = client.delete_file(file_id)
     if c.json:
         print_json({"file_id": file_id, "deleted_at": receipt.at.isoformat()})
         return
@@ -136,11 +130,11 @@ def leave_cmd(
     this command waits for that (ctrl-C stops waiting, not the leaving).
     """
     c: Context = ctx.obj
-    url = node_url(c, node)
+    client = control(c, node)
     console = Console(stderr=True)
 
-    async def work(client: ControlClient) -> DrainStatus:
-        status = await client.leave()
+    def work() -> DrainStatus:
+        status = client.leave()
         deadline = time.monotonic() + timeout
         errors = 0
         with console.status("") as spinner:
@@ -149,9 +143,9 @@ def leave_cmd(
                     f"copying this node's chunks elsewhere: {status.chunks_waiting} of "
                     f"{status.chunks_held} still wait"
                 )
-                await asyncio.sleep(1)
+                time.sleep(1)
                 try:
-                    status = await client.leave_status()
+                    status = client.leave_status()
                 except Unavailable:
                     return status.model_copy(update={"chunks_waiting": 0})  # it stopped: left
                 except P2PShareError:
@@ -165,7 +159,7 @@ def leave_cmd(
                     )
         return status
 
-    status = with_control(url, work)
+    status = work()
     if c.json:
         print_json(status.model_dump(mode="json"))
         return
@@ -182,7 +176,7 @@ def info_cmd(
     """Show a file: its manifest, where its chunks are, and how healthy it is."""
     c: Context = ctx.obj
     validate_id(file_id, "file id")
-    d = with_control(node_url(c, node), lambda client: client.file(file_id))
+    d = control(c, node).file(file_id)
     online = [ch.replicas_online for ch in d.chunks]
     doc = {
         "file_id": d.manifest.file_id,

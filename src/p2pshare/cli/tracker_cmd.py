@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from p2pshare.cli.common import setup_logging
+from p2pshare.cli.entry import import_aiohttp_without_system_cas, imports
 from p2pshare.config import load_settings
 
 if TYPE_CHECKING:
@@ -98,9 +99,11 @@ def tracker_cmd(
     Prints one line when it is ready: the URL to give nodes, with TLS
     https://HOST:PORT#FINGERPRINT (the fingerprint pins the tracker's certificate).
     """
-    # imported here so other commands do not pay for FastAPI, SQLAlchemy and uvicorn
-    from p2pshare.tracker.server import run, tracker_url
-    from p2pshare.tracker.settings import TrackerSettings
+    # imported here so other commands do not pay for FastAPI, SQLAlchemy, uvicorn and aiohttp
+    with imports():
+        import_aiohttp_without_system_cas()
+        from p2pshare.tracker.server import run, tracker_url
+        from p2pshare.tracker.settings import TrackerSettings
 
     c: Context = ctx.obj
     settings = load_settings(

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -21,13 +19,7 @@ from rich.progress import (
 from rich.prompt import Confirm, Prompt
 from rich.table import Table
 
-from p2pshare.cli.common import (
-    Interrupted,
-    node_url,
-    open_control,
-    print_json,
-    shown_address,
-)
+from p2pshare.cli.common import Interrupted, control, print_json, shown_address
 from p2pshare.cli.network_cmds import NodeOption
 from p2pshare.core.chunking import validate_chunk_size
 from p2pshare.core.errors import InvalidInput, InvalidSize, P2PShareError
@@ -42,13 +34,10 @@ from p2pshare.core.node_messages import (
 )
 from p2pshare.core.sizes import format_size, parse_size
 from p2pshare.node.control_client import ControlClient
-from p2pshare.node.http import new_session
 from p2pshare.transfer.privacy import opened
 
 if TYPE_CHECKING:
     from p2pshare.cli.app import Context
-
-T = TypeVar("T")
 
 PHASES = {
     "planned": "starting",
@@ -111,7 +100,7 @@ def _ask_allocation(peers: list[NodeInfo], console: Console) -> dict[str, int] |
     return out
 
 
-async def follow(
+def follow(
     client: ControlClient, info: TransferInfo, *, show: bool, console: Console
 ) -> TransferResult:
     """Follow a transfer's events to the end; return its result or raise its error.
@@ -133,7 +122,7 @@ async def follow(
     try:
         with progress:
             task = progress.add_task("starting", total=None)
-            async for event in client.events(info.transfer_id):
+            for event in client.events(info.transfer_id):
                 last = event
                 progress.update(
                     task,
@@ -141,22 +130,14 @@ async def follow(
                     completed=event.done_bytes,
                     total=event.total_bytes or None,
                 )
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        await asyncio.shield(client.cancel(info.transfer_id))
+    except KeyboardInterrupt:
+        client.cancel(info.transfer_id)
         raise Interrupted(f"{info.kind} stopped; run the same command again to resume") from None
     if last is None or last.state != "completed" or last.result is None:
         if last is not None and last.error:
             raise P2PShareError(last.error)
         raise P2PShareError(f"{info.kind} ended without a result ({last.state if last else '?'})")
     return last.result
-
-
-def _run(work: Coroutine[Any, Any, T]) -> T:
-    """Run ``work``; ctrl-C reaches it as a cancellation (which cancels the transfer)."""
-    try:
-        return asyncio.run(work)
-    except KeyboardInterrupt:
-        raise Interrupted("stopped") from None
 
 
 def upload_cmd(
@@ -224,54 +205,50 @@ def upload_cmd(
     console = Console(stderr=c.json, soft_wrap=True)
     interactive = sys.stdin.isatty() and sys.stdout.isatty() and not c.json
 
-    async def main() -> TransferResult:
-        async with new_session() as session:
-            client = await open_control(session, node_url(c, node))
-            peers = await client.peers()
-            if not c.json:
-                table = Table("name", "address", "free", title="online nodes with free space")
-                for p in peers:
-                    table.add_row(p.name, shown_address(p.address), format_size(p.free_bytes))
-                console.print(table)
-            if alloc:
-                allocation: dict[str, int] | None = resolve_allocation(peers, alloc)
-            elif auto:
-                allocation = None
-            elif interactive:
-                allocation = _ask_allocation(peers, console)
-            else:
-                raise InvalidInput(
-                    "no terminal to ask how much space to use: pass --auto or --alloc NAME=SIZE"
-                )
-            if interactive and not yes:
-                what = (
-                    "spread by free space"
-                    if allocation is None
-                    else ", ".join(
-                        f"{p.name}={format_size(allocation[p.node_id])}"
-                        for p in peers
-                        if p.node_id in allocation
-                    )
-                )
-                if not Confirm.ask(
-                    f"Upload {path.name} with {copies} replicas ({what})?",
-                    default=True,
-                    console=console,
-                ):
-                    raise Interrupted("upload not started")
-            info = await client.start_upload(
-                UploadRequest(
-                    path=str(path),
-                    name=name,
-                    replicas=copies,
-                    allocation=allocation,
-                    chunk_size=size_arg,
-                    encrypt=encrypt if encrypt is not None else c.settings.encrypt,
-                )
+    client = control(c, node)
+    peers = client.peers()
+    if not c.json:
+        table = Table("name", "address", "free", title="online nodes with free space")
+        for p in peers:
+            table.add_row(p.name, shown_address(p.address), format_size(p.free_bytes))
+        console.print(table)
+    if alloc:
+        allocation: dict[str, int] | None = resolve_allocation(peers, alloc)
+    elif auto:
+        allocation = None
+    elif interactive:
+        allocation = _ask_allocation(peers, console)
+    else:
+        raise InvalidInput(
+            "no terminal to ask how much space to use: pass --auto or --alloc NAME=SIZE"
+        )
+    if interactive and not yes:
+        what = (
+            "spread by free space"
+            if allocation is None
+            else ", ".join(
+                f"{p.name}={format_size(allocation[p.node_id])}"
+                for p in peers
+                if p.node_id in allocation
             )
-            return await follow(client, info, show=not c.json, console=console)
-
-    result = _run(main())
+        )
+        if not Confirm.ask(
+            f"Upload {path.name} with {copies} replicas ({what})?",
+            default=True,
+            console=console,
+        ):
+            raise Interrupted("upload not started")
+    info = client.start_upload(
+        UploadRequest(
+            path=str(path),
+            name=name,
+            replicas=copies,
+            allocation=allocation,
+            chunk_size=size_arg,
+            encrypt=encrypt if encrypt is not None else c.settings.encrypt,
+        )
+    )
+    result = follow(client, info, show=not c.json, console=console)
     if c.json:
         print_json(result.model_dump(mode="json"))
         return
@@ -350,26 +327,21 @@ def download_cmd(
     key = encode_key(link.key) if link.key is not None else None
     console = Console(stderr=c.json, soft_wrap=True)
 
-    async def main() -> TransferResult:
-        async with new_session() as session:
-            client = await open_control(session, node_url(c, node))
-            detail = await client.file(link.file_id)
-            # an encrypted file's name is sealed: no key, or the wrong one, is refused here
-            part = opened(detail.manifest, link.key)
-            name = part.name if part is not None else detail.manifest.name
-            out = (output or Path(name)).expanduser().absolute()
-            info = await client.start_download(
-                DownloadRequest(
-                    file_id=link.file_id,
-                    path=str(out),
-                    force=force,
-                    key=key,
-                    check_sha256=check_sha256,
-                )
-            )
-            return await follow(client, info, show=not c.json, console=console)
-
-    result = _run(main())
+    client = control(c, node)
+    detail = client.file(link.file_id)
+    # an encrypted file's name is sealed: no key, or the wrong one, is refused here
+    part = opened(detail.manifest, link.key)
+    output = output or Path(part.name if part is not None else detail.manifest.name)
+    info = client.start_download(
+        DownloadRequest(
+            file_id=link.file_id,
+            path=str(output.expanduser().absolute()),
+            force=force,
+            key=key,
+            check_sha256=check_sha256,
+        )
+    )
+    result = follow(client, info, show=not c.json, console=console)
     if c.json:
         print_json(
             {

@@ -17,31 +17,25 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 from yarl import URL
 
 from p2pshare.core.errors import InvalidInput, P2PShareError, RemoteError, Unavailable
-from p2pshare.core.messages import Message, Problem
-from p2pshare.core.problems import PROBLEM_JSON, error_from_problem
+from p2pshare.core.messages import Message
+from p2pshare.node.wire import MAX_JSON_RESPONSE, PROBLEM_LIMIT, M, parse_answer, problem_error
 from p2pshare.security.signing import Signer, body_sha256, sign_request
-
-M = TypeVar("M", bound=BaseModel)
 
 CONTROL_TIMEOUT = aiohttp.ClientTimeout(total=15, sock_connect=5)
 """For small JSON requests: the whole exchange within 15 s."""
 TRANSFER_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=30)
 """For chunk bodies: no total (a chunk may be large), but 30 s of silence ends it."""
-PROBLEM_LIMIT = 64 * 1024
-"""Most bytes of an error answer read."""
 PIN_MISMATCH = (
     "its TLS certificate does not match the pinned fingerprint (not the node it claims to be): "
     "refused"
 )
-MAX_JSON_RESPONSE = 128 * 2**20
-"""Largest JSON answer read (a file detail of 2^20 chunks is about 100 MB)."""
 
 
 _PIN_RE = re.compile(r"[0-9a-f]{64}")
@@ -126,22 +120,6 @@ async def raise_for_problem(resp: aiohttp.ClientResponse, where: str) -> None:
     raise problem_error(resp.status, resp.content_type, body, resp.reason, where)
 
 
-def problem_error(
-    status: int, content_type: str, body: bytes, reason: str | None, where: str
-) -> P2PShareError:
-    """Return the error a non-2xx answer stands for (our error tree for a problem document)."""
-    if content_type.partition(";")[0].strip() in (PROBLEM_JSON, "application/json"):
-        try:
-            problem = Problem.model_validate_json(body)
-        except ValidationError:
-            pass
-        else:
-            return error_from_problem(problem, where=where)
-    text = body.decode("utf-8", "replace").strip().splitlines()
-    first = text[0][:200] if text else reason
-    return RemoteError(f"{where}: HTTP {status}: {first}")
-
-
 @asynccontextmanager
 async def mapped_errors(where: str) -> AsyncIterator[None]:
     """Turn network failures inside the block into :class:`Unavailable` / :class:`RemoteError`."""
@@ -205,12 +183,7 @@ async def call(
     ):
         await raise_for_problem(resp, where)
         raw = await _read_limited(resp, MAX_JSON_RESPONSE)
-    try:
-        if isinstance(response_model, TypeAdapter):
-            return response_model.validate_json(raw)
-        return response_model.model_validate_json(raw)
-    except ValidationError as exc:
-        raise RemoteError(f"{where}: malformed answer: {exc.errors()[0]['msg']}") from None
+    return parse_answer(raw, response_model, where)
 
 
 async def _read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:

@@ -33,15 +33,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, Self, TypeAlias, TypeVar
 
 from p2pshare.core.errors import P2PShareError, RemoteError, Unavailable
-from p2pshare.node.http import (
-    PIN_MISMATCH,
-    PROBLEM_LIMIT,
-    address_pin,
-    prepare,
-    problem_error,
-    url_of,
-)
+from p2pshare.node.http import PIN_MISMATCH, address_pin, prepare, url_of
 from p2pshare.node.limits import RateLimiter
+from p2pshare.node.wire import read_answer, wire_error
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
@@ -240,7 +234,7 @@ class StreamPool:
             conn.endheaders()
             self._send_body(conn, body, size, where)
             resp = conn.getresponse()
-            answer = _small_answer(resp, where)
+            answer = read_answer(resp, where)
         except BaseException as exc:
             conn.close()
             raise _mapped(exc, where, job) from None
@@ -279,7 +273,7 @@ class StreamPool:
     def _read_body(self, resp: http.client.HTTPResponse, into: memoryview, where: str) -> Fetched:
         size = len(into)
         if resp.status >= 300:
-            _small_answer(resp, where)  # raises the problem's error
+            read_answer(resp, where)  # raises the problem's error
         if resp.length is not None and resp.length != size:
             raise RemoteError(f"{where}: the body is {resp.length} bytes, expected {size}")
         digest = hashlib.sha256()
@@ -339,18 +333,6 @@ class StreamPool:
                 conns.append((time.monotonic(), conn))
 
 
-def _small_answer(resp: http.client.HTTPResponse, where: str) -> bytes:
-    """Return a JSON answer's bytes (at most 64 KiB), or raise the error a problem stands for."""
-    answer = resp.read(PROBLEM_LIMIT + 1)
-    if resp.status >= 300:
-        raise problem_error(
-            resp.status, resp.getheader("Content-Type", ""), answer, resp.reason, where
-        )
-    if len(answer) > PROBLEM_LIMIT:
-        raise RemoteError(f"{where}: an answer above {PROBLEM_LIMIT} bytes")
-    return answer
-
-
 def _dropped(conn: http.client.HTTPConnection) -> bool:
     """Whether a kept connection was closed by the other side (readable while idle: EOF)."""
     sock = conn.sock
@@ -370,21 +352,9 @@ def _check_pin(sock: socket.socket, pin: str | None, where: str) -> None:
 
 def _mapped(exc: BaseException, where: str, job: _Job | None) -> BaseException:
     """Our error for what a worker thread met on the wire (``job`` aborted: cancelled)."""
-    if isinstance(exc, P2PShareError):
-        return exc
-    if job is not None and job.aborted:
+    if job is not None and job.aborted and not isinstance(exc, P2PShareError):
         return Unavailable(f"{where}: request cancelled")
-    if isinstance(exc, TimeoutError):
-        return Unavailable(f"{where}: no answer in time")
-    if isinstance(exc, ssl.SSLError):
-        return Unavailable(f"{where}: TLS failed ({exc.reason or exc})")
-    if isinstance(exc, ConnectionRefusedError):
-        return Unavailable(f"{where}: cannot connect ({exc.strerror})")
-    if isinstance(exc, http.client.HTTPException):
-        return RemoteError(f"{where}: broken response ({type(exc).__name__}: {exc})")
-    if isinstance(exc, OSError):
-        return Unavailable(f"{where}: connection lost ({exc.strerror or exc})")
-    return exc
+    return wire_error(exc, where)
 
 
 def _drop_outcome(future: asyncio.Future[Any]) -> None:

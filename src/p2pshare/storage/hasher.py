@@ -1,9 +1,10 @@
 """The streaming hasher: reads a file once, in chunk-size pieces, and returns its manifest
-(:func:`hash_file`), optionally storing every chunk on the way (:func:`ingest_file`).
+(:func:`hash_file_sync`, blocking: the CLI's ``manifest`` command), optionally storing every
+chunk on the way (:func:`ingest_file`, the upload's).
 
-Reads happen in worker threads into preallocated buffers (one for :func:`hash_file`, three for
-the pipeline of :func:`ingest_file`), so memory stays at a few chunks whatever the file's size,
-and the event loop never blocks.
+Reads go into preallocated buffers (one for :func:`hash_file_sync`, a few reused ones for the
+pipeline of :func:`ingest_file`, read in worker threads so the event loop never blocks), so
+memory stays at a few chunks whatever the file's size.
 """
 
 from __future__ import annotations
@@ -75,28 +76,6 @@ def hash_file_sync(
             f"{path}: changed while it was read ({info.st_size} bytes before, {builder.size} read)"
         )
     return builder.finish(name, created)
-
-
-async def hash_file(
-    path: Path,
-    *,
-    chunk_size: int,
-    created: datetime,
-    name: str | None = None,
-    on_progress: ProgressCallback | None = None,
-) -> Manifest:
-    """Return the manifest of the file at ``path``, read in a worker thread.
-
-    Same arguments and errors as :func:`hash_file_sync`.
-    """
-    return await asyncio.to_thread(
-        hash_file_sync,
-        path,
-        chunk_size=chunk_size,
-        created=created,
-        name=name,
-        on_progress=on_progress,
-    )
 
 
 def _read_full(fh: BinaryIO, view: memoryview) -> int:

@@ -15,9 +15,13 @@ from p2pshare import __version__
 from p2pshare.core.manifest import Manifest, manifest_of_bytes
 
 
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, env: dict[str, str] | None = None, python_flags: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI; with ``python_flags`` the first two arguments go to Python itself."""
+    flags, args = (args[:2], args[2:]) if python_flags else ((), args)
     return subprocess.run(
-        [sys.executable, "-m", "p2pshare", *args],
+        [sys.executable, *flags, "-m", "p2pshare", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -180,3 +184,22 @@ def test_a_node_listening_everywhere_needs_a_public_address(tmp_path: Path) -> N
 def test_the_cli_says_how_to_start_a_node_when_none_answers(tmp_path: Path) -> None:
     proc = run("peers", "--node", "http://127.0.0.1:9")
     assert_one_line_error(proc, 1, "start one with 'p2pshare node'")
+
+
+@pytest.mark.parametrize(
+    "url", ["https://127.0.0.1:7072", "http://127.0.0.1:port", "ftp://127.0.0.1:7072", "x"]
+)
+def test_a_control_url_the_cli_cannot_use_is_refused(url: str) -> None:
+    proc = run("files", "--node", url)
+    assert_one_line_error(proc, 1, "a node's control URL is http://HOST:PORT")
+
+
+@pytest.mark.parametrize("args", [["peers"], ["download", "ab" * 32, "-o", "out.bin"]])
+def test_commands_that_talk_to_a_node_do_not_import_aiohttp(args: list[str]) -> None:
+    """Their control client is the standard library's: a CLI's start (three at once in the
+    bench, beside the transfers) does not pay for aiohttp's import."""
+    proc = run("-X", "importtime", *args, "--node", "http://127.0.0.1:9", python_flags=True)
+    assert proc.returncode == 1, proc
+    imported = [line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line]
+    assert "p2pshare.node.control_client" in imported  # the check sees our own imports
+    assert [name for name in imported if name.split(".")[0] == "aiohttp"] == []
