@@ -17,8 +17,11 @@ MiB = 1024 * KiB
 DEFAULT_CHUNK_SIZE = 8 * MiB
 """Measured (``docs/performance.md``, "What was changed"): against 4 MiB, the same bench
 runs gave three downloads at once 7% more, uploads 16% more and one download the same, with
-the downloads' memory unchanged (:func:`p2pshare.core.scheduler.fetch_limits`); 16 MiB gave
-downloads more again but took the uploading node over its memory target."""
+the downloads' memory unchanged (:func:`p2pshare.core.scheduler.fetch_limits`). 16 MiB gave
+three downloads at once 10% more only with half the requests in flight (the fetch budget's
+2), which cost one download 7% and would halve the holders a download uses at once on a real
+network; with as many in flight as 8 MiB it gave the same, and took the uploading node over
+its memory target."""
 MIN_CHUNK_SIZE = 64 * KiB
 MAX_CHUNK_SIZE = 64 * MiB
 MAX_CHUNKS = 2**20

@@ -10,6 +10,7 @@ the transfers). Every call has a timeout; errors are the project's (``node.wire`
 from __future__ import annotations
 
 import http.client
+import socket
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -175,6 +176,8 @@ class ControlClient:
         try:
             assert conn.sock is not None
             conn.sock.settimeout(timeout)
+            # http.client sends the headers and the body in two writes: no Nagle wait between
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             headers = {"Content-Type": "application/json"} if data is not None else {}
             conn.request(method, self._prefix + target, body=data, headers=headers)
             return conn, conn.getresponse()
