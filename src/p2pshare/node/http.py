@@ -23,6 +23,7 @@ import aiohttp
 from pydantic import TypeAdapter
 from yarl import URL
 
+from p2pshare.core.admission import CLIENT_KEEPALIVE
 from p2pshare.core.errors import InvalidInput, P2PShareError, RemoteError, Unavailable
 from p2pshare.core.messages import Message
 from p2pshare.node.wire import MAX_JSON_RESPONSE, PROBLEM_LIMIT, M, parse_answer, problem_error
@@ -106,7 +107,9 @@ def prepare(
 
 def new_session(*, limit: int = 64, limit_per_host: int = 16) -> aiohttp.ClientSession:
     """Return the pooled session a process uses for every outgoing call."""
-    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit_per_host)
+    connector = aiohttp.TCPConnector(
+        limit=limit, limit_per_host=limit_per_host, keepalive_timeout=CLIENT_KEEPALIVE
+    )
     return aiohttp.ClientSession(
         connector=connector, timeout=CONTROL_TIMEOUT, raise_for_status=False
     )

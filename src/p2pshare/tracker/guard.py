@@ -3,7 +3,9 @@
 What uvicorn (with httptools) does by itself, and what is added here:
 
 - connections: ``limit_concurrency`` answers 503 once that many connections (or requests) are
-  open; :func:`uvicorn_options` sets it from :attr:`ServerLimits.max_connections`;
+  open; :func:`uvicorn_options` sets it from :attr:`ServerLimits.max_connections`; an idle
+  kept-alive connection is closed after 5 s, before the nodes' clients give theirs up:
+  :func:`uvicorn_options` makes it ``header_timeout``;
 - bodies: nothing; :class:`~p2pshare.tracker.limits.BodySizeLimit` refuses a declared or
   streamed body above ``max_body_size`` with 413 before reading it;
 - request heads: httptools has no size limit and no time limit (a 10 MB header is read and
@@ -240,10 +242,14 @@ def uvicorn_options(
     limits: ServerLimits, protocol: type[GuardedHttpToolsProtocol] | None = None
 ) -> dict[str, Any]:
     """Return the :class:`uvicorn.Config` arguments that keep ``limits`` (``http``: ``protocol``,
-    a class built for ``limits``, or :func:`guarded_protocol`'s; and ``limit_concurrency``:
+    a class built for ``limits``, or :func:`guarded_protocol`'s; ``limit_concurrency``:
     uvicorn answers 503 from ``limit_concurrency`` open connections, one more than the
-    connections served)."""
+    connections served; ``timeout_keep_alive``: an idle kept-alive connection is closed after
+    ``header_timeout``, as a node's peer API does, and not uvicorn's 5 s: shorter than the
+    nodes keep theirs (``core.admission.CLIENT_KEEPALIVE``), a node's next call could meet a
+    connection closed as it was sent)."""
     return {
         "http": protocol or guarded_protocol(limits),
         "limit_concurrency": limits.max_connections + 1,
+        "timeout_keep_alive": limits.header_timeout,
     }

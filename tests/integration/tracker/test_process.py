@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -201,3 +202,41 @@ def test_bad_database_url_and_busy_port_are_one_line_errors(tmp_path: Path) -> N
     assert proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith("p2pshare: error:")
     assert "in use" in proc.stderr
+
+
+def test_an_idle_kept_alive_connection_stays_open_past_uvicorns_5_s(
+    tracker_process: TrackerProcess,
+) -> None:
+    """A node keeps an idle connection 15 s for its next call; the tracker closed its side after
+    uvicorn's 5 s, and a call sent as it closed failed with "Server disconnected" (a stopping
+    node's offline report was lost so, and it stayed listed online). Now the tracker keeps it
+    for its header timeout (20 s)."""
+    t = tracker_process
+    t.start()
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE  # self-signed; start() pinned it
+    with (
+        socket.create_connection(("127.0.0.1", t.port), timeout=10) as raw,
+        tls.wrap_socket(raw) as conn,
+    ):
+        for pause in (6.0, 0.0):
+            conn.sendall(b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert _response_head(conn).startswith(b"HTTP/1.1 200"), "no answer"
+            time.sleep(pause)
+
+
+def _response_head(conn: ssl.SSLSocket) -> bytes:
+    """Read one response (head and a Content-Length body) from ``conn``; return its head."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = conn.recv(4096)
+        if not piece:
+            return data  # closed by the tracker
+        data += piece
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(rest) < length:
+        piece = conn.recv(4096)
+        assert piece, "the body was cut"
+        rest += piece
+    return head

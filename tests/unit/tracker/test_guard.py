@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
 
-from p2pshare.core.admission import ServerLimits
+from p2pshare.core.admission import CLIENT_KEEPALIVE, ServerLimits
 from p2pshare.tracker.guard import SourceRateLimit, guarded_protocol, uvicorn_options
 
 
@@ -99,4 +99,10 @@ def test_uvicorn_gets_the_guarded_protocol_and_the_connection_cap() -> None:
     options = uvicorn_options(limits)
     assert options["limit_concurrency"] == 8
     assert options["http"].limits is limits
+    assert options["timeout_keep_alive"] == 3
     assert guarded_protocol(ServerLimits()).limits == ServerLimits()
+
+
+def test_an_idle_connection_is_kept_longer_than_the_nodes_keep_theirs() -> None:
+    # the client gives it up first: never a request sent on a connection being closed
+    assert uvicorn_options(ServerLimits())["timeout_keep_alive"] > CLIENT_KEEPALIVE
