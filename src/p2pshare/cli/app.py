@@ -188,10 +188,9 @@ def demo_cmd() -> None:
     Each part is its own process, as you would start it by hand. The network keeps running,
     with commands to try printed, until ctrl-C, which stops every process it started.
     """
-    from p2pshare.cli.entry import import_aiohttp_without_system_cas, imports
+    from p2pshare.cli.entry import imports
 
-    with imports():
-        import_aiohttp_without_system_cas()
+    with imports(aiohttp=True):
         from p2pshare.cli.demo import run_demo
 
     run_demo(Console(soft_wrap=True))

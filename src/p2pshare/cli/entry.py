@@ -50,10 +50,13 @@ def import_aiohttp_without_system_cas() -> None:
 
 
 @contextlib.contextmanager
-def imports() -> Iterator[None]:
-    """Pause the garbage collector while the block imports; then freeze what it made."""
+def imports(*, aiohttp: bool = False) -> Iterator[None]:
+    """Pause the garbage collector while the block imports; then freeze what it made. With
+    ``aiohttp``, the block's imports need it: it is imported first, without the system's CAs."""
     gc.disable()
     try:
+        if aiohttp:
+            import_aiohttp_without_system_cas()
         yield
     finally:
         gc.freeze()

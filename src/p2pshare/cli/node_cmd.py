@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from p2pshare.cli.common import setup_logging
-from p2pshare.cli.entry import import_aiohttp_without_system_cas, imports
+from p2pshare.cli.entry import imports
 from p2pshare.config import load_settings, server_limits
 from p2pshare.core.sizes import format_size
 
@@ -147,8 +147,7 @@ def node_cmd(
     per data dir: a second one on the same dir is refused.
     """
     # imported here so the other commands do not pay for aiohttp
-    with imports():
-        import_aiohttp_without_system_cas()
+    with imports(aiohttp=True):
         from p2pshare.transfer.runtime import NodeOptions, run_node
 
     c: Context = ctx.obj

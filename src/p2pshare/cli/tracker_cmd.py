@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from p2pshare.cli.common import setup_logging
-from p2pshare.cli.entry import import_aiohttp_without_system_cas, imports
+from p2pshare.cli.entry import imports
 from p2pshare.config import load_settings
 
 if TYPE_CHECKING:
@@ -100,8 +100,7 @@ def tracker_cmd(
     https://HOST:PORT#FINGERPRINT (the fingerprint pins the tracker's certificate).
     """
     # imported here so other commands do not pay for FastAPI, SQLAlchemy, uvicorn and aiohttp
-    with imports():
-        import_aiohttp_without_system_cas()
+    with imports(aiohttp=True):
         from p2pshare.tracker.server import run, tracker_url
         from p2pshare.tracker.settings import TrackerSettings
 
