@@ -36,6 +36,7 @@ import time
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 from p2pshare.core.chunking import ChunkPlan
 from p2pshare.core.errors import (
@@ -271,7 +272,7 @@ async def download(ctx: NodeContext, req: DownloadRequest, t: Transfer) -> Trans
     # is a durable write there, and with three downloads starting at once it kept the
     # slowest one from its first fetch for 0.1-0.17 s. Awaited before any later report of
     # this download (a late "started" would open the entry that report ends).
-    announced = asyncio.create_task(_leecher_started(ctx, manifest.file_id))
+    announced = asyncio.create_task(_leecher(ctx, manifest.file_id, "started"))
     kept = _Held()
     served: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # holder -> [chunks, bytes]
     whole = _InOrderHash(writer, plan) if req.check_sha256 else None
@@ -326,7 +327,7 @@ async def download(ctx: NodeContext, req: DownloadRequest, t: Transfer) -> Trans
         await asyncio.to_thread(os.close, writer.fd)
         await asyncio.to_thread(record.close)
         await announced
-        await _leecher_stopped(ctx, manifest.file_id)
+        await _leecher(ctx, manifest.file_id, "stopped")
         raise
     await asyncio.to_thread(os.close, fd)
     await asyncio.to_thread(os.close, writer.fd)
@@ -611,22 +612,13 @@ async def _report_bad(ctx: NodeContext, file_id: str | None, holder: str, cid: s
         log.warning("could not report the bad copy of %s on %s: %s", cid[:12], holder, exc.detail)
 
 
-async def _leecher_started(ctx: NodeContext, file_id: str) -> None:
+async def _leecher(ctx: NodeContext, file_id: str, state: Literal["started", "stopped"]) -> None:
+    """Tell the tracker this node started or stopped downloading ``file_id``; a failure is
+    logged only (started: the holders are known already, the download goes on)."""
     try:
-        await ctx.tracker.leecher(
-            file_id, LeecherUpdate(node_id=ctx.identity.node_id, state="started")
-        )
-    except P2PShareError as exc:  # the download goes on: the holders are known already
-        log.info("could not tell the tracker the download started: %s", exc.detail)
-
-
-async def _leecher_stopped(ctx: NodeContext, file_id: str) -> None:
-    try:
-        await ctx.tracker.leecher(
-            file_id, LeecherUpdate(node_id=ctx.identity.node_id, state="stopped")
-        )
+        await ctx.tracker.leecher(file_id, LeecherUpdate(node_id=ctx.identity.node_id, state=state))
     except P2PShareError as exc:
-        log.info("could not tell the tracker the download stopped: %s", exc.detail)
+        log.info("could not tell the tracker the download %s: %s", state, exc.detail)
 
 
 async def _after(
@@ -679,7 +671,7 @@ async def _after(
                     await asyncio.sleep(0.5 * 2**attempt)
             else:
                 return  # the tracker ended the leecher entry with it
-        await _leecher_stopped(ctx, file_id)
+        await _leecher(ctx, file_id, "stopped")
 
     await asyncio.gather(
         report_held(), report_done(), *(ack(h, c, b) for h, (c, b) in served.items())
