@@ -34,6 +34,7 @@ from pydantic_settings import (
 )
 
 from p2pshare.core.admission import (
+    CLIENT_KEEPALIVE,
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_BURST,
     DEFAULT_HEADER_TIMEOUT,
@@ -171,9 +172,11 @@ class Settings(BaseSettings):
     )
     header_timeout: float = Field(
         DEFAULT_HEADER_TIMEOUT,
-        gt=0,
+        gt=CLIENT_KEEPALIVE,
         le=3600,
-        description="seconds a client has to send a request's headers (20); then it is cut off",
+        description="seconds a client has to send a request's headers (20); then it is cut off. "
+        "Also how long an idle kept-alive connection is kept: above the 15 s nodes keep theirs, "
+        "or a call sent as the server closed it would fail",
     )
     body_timeout: float = Field(
         DEFAULT_BODY_TIMEOUT,
