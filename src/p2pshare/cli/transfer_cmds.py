@@ -34,7 +34,6 @@ from p2pshare.core.node_messages import (
 )
 from p2pshare.core.sizes import format_size, parse_size
 from p2pshare.node.control_client import ControlClient
-from p2pshare.transfer.privacy import opened
 
 if TYPE_CHECKING:
     from p2pshare.cli.app import Context
@@ -329,8 +328,13 @@ def download_cmd(
 
     client = control(c, node)
     detail = client.file(link.file_id)
-    # an encrypted file's name is sealed: no key, or the wrong one, is refused here
-    part = opened(detail.manifest, link.key)
+    part = None
+    if detail.manifest.sealed is not None:
+        # an encrypted file's name is sealed: no key, or the wrong one, is refused here (the
+        # sealing code is imported for encrypted files only: a CLI's start is on the clock)
+        from p2pshare.transfer.privacy import opened
+
+        part = opened(detail.manifest, link.key)
     output = output or Path(part.name if part is not None else detail.manifest.name)
     info = client.start_download(
         DownloadRequest(

@@ -197,9 +197,11 @@ def test_a_control_url_the_cli_cannot_use_is_refused(url: str) -> None:
 @pytest.mark.parametrize("args", [["peers"], ["download", "ab" * 32, "-o", "out.bin"]])
 def test_commands_that_talk_to_a_node_do_not_import_aiohttp(args: list[str]) -> None:
     """Their control client is the standard library's: a CLI's start (three at once in the
-    bench, beside the transfers) does not pay for aiohttp's import."""
+    bench, beside the transfers) does not pay for aiohttp's import, nor for the sealing code
+    (imported by a download of an encrypted file only)."""
     proc = run("-X", "importtime", *args, "--node", "http://127.0.0.1:9", python_flags=True)
     assert proc.returncode == 1, proc
     imported = [line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line]
     assert "p2pshare.node.control_client" in imported  # the check sees our own imports
     assert [name for name in imported if name.split(".")[0] == "aiohttp"] == []
+    assert "p2pshare.security.sealing" not in imported
