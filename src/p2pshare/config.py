@@ -34,7 +34,6 @@ from pydantic_settings import (
 )
 
 from p2pshare.core.admission import (
-    CLIENT_KEEPALIVE,
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_BURST,
     DEFAULT_HEADER_TIMEOUT,
@@ -172,11 +171,9 @@ class Settings(BaseSettings):
     )
     header_timeout: float = Field(
         DEFAULT_HEADER_TIMEOUT,
-        gt=CLIENT_KEEPALIVE,
+        gt=0,
         le=3600,
-        description="seconds a client has to send a request's headers (20); then it is cut off. "
-        "Also how long an idle kept-alive connection is kept: above the 15 s nodes keep theirs, "
-        "or a call sent as the server closed it would fail",
+        description="seconds a client has to send a request's headers (20); then it is cut off",
     )
     body_timeout: float = Field(
         DEFAULT_BODY_TIMEOUT,

@@ -26,10 +26,9 @@ DEFAULT_MAX_CONNECTIONS = 1024
 DEFAULT_HEADER_TIMEOUT = 20.0
 CLIENT_KEEPALIVE = 15.0
 """Seconds a node's HTTP client keeps an idle connection for reuse. A server keeps an idle
-kept-alive connection ``header_timeout`` (20 s by default; the settings refuse 15 s or less),
-longer: a server that closed it first could do so just as the client sent its next request on
-it, which the client sees as "Server disconnected" (a stopping node's offline report was lost
-that way)."""
+kept-alive connection ``header_timeout`` (20 s by default), longer: a server that closed it
+first could do so just as the client sent its next request on it, which the client sees as
+"Server disconnected" (a stopping node's offline report was lost that way)."""
 DEFAULT_BODY_TIMEOUT = 30.0
 DEFAULT_MAX_HEADER_SIZE = 64 * 1024
 

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from p2pshare.config import default_config_file, describe_sources, load_settings
-from p2pshare.core.admission import CLIENT_KEEPALIVE
 from p2pshare.core.errors import ConfigError
 
 MiB = 1024**2
@@ -107,15 +106,6 @@ def test_unknown_env_variable_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_invalid_flag_names_the_flag() -> None:
     with pytest.raises(ConfigError, match="flag --log-level"):
         load_settings(flags={"log_level": "LOUD"})
-
-
-def test_a_header_timeout_at_or_below_the_clients_keep_alive_is_refused() -> None:
-    # a server that drops idle connections before its clients do loses calls sent meanwhile
-    assert CLIENT_KEEPALIVE == 15
-    for seconds in (1, 15):
-        with pytest.raises(ConfigError, match=r"flag --header-timeout.*greater than 15"):
-            load_settings(flags={"header_timeout": seconds})
-    assert load_settings(flags={"header_timeout": 16}).header_timeout == 16
 
 
 def test_unknown_profile_missing_file_and_bad_toml(tmp_path: Path) -> None:
