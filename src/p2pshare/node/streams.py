@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self, TypeAlias, TypeVar
 
+from p2pshare.core.admission import CLIENT_KEEPALIVE
 from p2pshare.core.errors import P2PShareError, RemoteError, Unavailable
 from p2pshare.node.http import PIN_MISMATCH, address_pin, prepare, url_of
 from p2pshare.node.limits import RateLimiter
@@ -40,8 +41,10 @@ from p2pshare.node.wire import read_answer, wire_error
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
 """Seconds of silence that end a request (aiohttp's ``sock_read`` in :mod:`.http`)."""
-IDLE_SECONDS = 20.0
-"""A kept-alive connection unused this long is closed rather than reused."""
+IDLE_SECONDS = CLIENT_KEEPALIVE
+"""A kept-alive connection unused this long is closed rather than reused: 15 s, as the aiohttp
+calls keep theirs, below the 20 s a node's peer API keeps one (20 s here too raced with it: a
+push sent on a connection the holder was closing failed, and the holder was given up)."""
 IDLE_PER_ADDRESS = 16
 READ_PIECE = 1 << 20
 """Bytes read (and hashed) per step: the hash runs on bytes still in the CPU's cache."""

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from p2pshare.core.admission import CLIENT_KEEPALIVE, ServerLimits
 from p2pshare.core.errors import (
     InvalidInput,
     NotFound,
@@ -23,6 +24,8 @@ from p2pshare.core.errors import (
     ReservationError,
     Unavailable,
 )
+from p2pshare.node import streams
+from p2pshare.node.guard import PeerGuard
 from p2pshare.node.problems import problems_middleware
 from p2pshare.node.streams import StreamPool
 from p2pshare.security.keys import load_or_create_identity, server_context
@@ -163,6 +166,13 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced(tmp_path: P
                 assert got.sha256 == hashlib.sha256(BODY).hexdigest()
                 await asyncio.sleep(0.6)  # the server drops the idle connection meanwhile
         assert len(state.connections) == 2
+
+
+def test_an_idle_connection_is_given_up_before_a_node_closes_it() -> None:
+    # a push (not retried, unlike a fetch) sent on a connection the holder was closing failed,
+    # and the upload gave that holder up (seen in a bench-smoke run: both kept it 20 s)
+    served = PeerGuard(ServerLimits()).runner_options()["keepalive_timeout"]
+    assert streams.IDLE_SECONDS == CLIENT_KEEPALIVE < served
 
 
 async def test_a_certificate_that_is_not_the_pinned_one_is_refused(tmp_path: Path) -> None:
