@@ -43,8 +43,8 @@ READ_TIMEOUT = 30.0
 """Seconds of silence that end a request (aiohttp's ``sock_read`` in :mod:`.http`)."""
 IDLE_SECONDS = CLIENT_KEEPALIVE
 """A kept-alive connection unused this long is closed rather than reused: 15 s, as the aiohttp
-calls keep theirs, below the 20 s a node's peer API keeps one (20 s here too raced with it: a
-push sent on a connection the holder was closing failed, and the holder was given up)."""
+calls keep theirs, below the 20 s a node's peer API keeps one (at 20 s here too, a push sent
+on a connection the holder was closing would fail, and the upload would give the holder up)."""
 IDLE_PER_ADDRESS = 16
 READ_PIECE = 1 << 20
 """Bytes read (and hashed) per step: the hash runs on bytes still in the CPU's cache."""

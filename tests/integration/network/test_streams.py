@@ -169,8 +169,8 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced(tmp_path: P
 
 
 def test_an_idle_connection_is_given_up_before_a_node_closes_it() -> None:
-    # a push (not retried, unlike a fetch) sent on a connection the holder was closing failed,
-    # and the upload gave that holder up (seen in a bench-smoke run: both kept it 20 s)
+    # a push (not retried, unlike a fetch) sent on a connection the holder was closing would
+    # fail, and the upload would give that holder up (both sides kept it 20 s before)
     served = PeerGuard(ServerLimits()).runner_options()["keepalive_timeout"]
     assert streams.IDLE_SECONDS == CLIENT_KEEPALIVE < served
 
