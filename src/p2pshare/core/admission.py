@@ -28,7 +28,10 @@ CLIENT_KEEPALIVE = 15.0
 """Seconds a node's HTTP client keeps an idle connection for reuse. A server keeps an idle
 kept-alive connection ``header_timeout`` (20 s by default), longer: a server that closed it
 first could do so just as the client sent its next request on it, which the client sees as
-"Server disconnected" (a stopping node's offline report was lost that way)."""
+"Server disconnected" (a stopping node's offline report was lost that way). A server's idle
+time is bounded by ``header_timeout`` itself (a request head is due that long after the
+previous response ended, :mod:`p2pshare.core.deadlines`), so one set to 15 s or less still
+races with these clients."""
 DEFAULT_BODY_TIMEOUT = 30.0
 DEFAULT_MAX_HEADER_SIZE = 64 * 1024
 
