@@ -20,7 +20,6 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -52,20 +51,12 @@ from p2pshare.node.guard import body_pieces, body_timeout, streamed_body
 from p2pshare.node.identity import NodeIdentity
 from p2pshare.node.limits import RateLimiter
 from p2pshare.node.problems import json_response, read_model
-from p2pshare.node.zerocopy import SendStalled, send_file
+from p2pshare.node.zerocopy import SendStalled, SentCounts, send_file
 from p2pshare.security.signing import HEADER, ReplayGuard, body_sha256, verify
 from p2pshare.storage.chunkstore import ChunkReader
 from p2pshare.storage.filestore import FileChunkStore
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SentCounts:
-    """Chunk bodies served in full: by ``sendfile`` and through the process."""
-
-    zero_copy: int = 0
-    copied: int = 0
 
 
 STORE = web.AppKey("store", FileChunkStore)

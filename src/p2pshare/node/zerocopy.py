@@ -12,6 +12,10 @@ bytes go from the page cache to the socket without entering the process. The eve
 the connection and writes nothing to it while the handler awaits the send, so the bytes on the
 wire stay in order. A TLS connection cannot be sent to this way: :func:`send_file` says so and
 the caller copies.
+
+An uploader pushes its chunk files the same way (:func:`send_file_blocking`, from the worker
+thread of :mod:`p2pshare.node.streams` that owns the connection): the file is read through the
+page cache, so the push of a chunk to its second holder reads no disk either.
 """
 
 from __future__ import annotations
@@ -20,8 +24,19 @@ import asyncio
 import errno
 import os
 import select
+import socket
 import threading
 import time
+from dataclasses import dataclass
+
+
+@dataclass
+class SentCounts:
+    """Chunk bodies sent in full: by ``sendfile`` and through the process."""
+
+    zero_copy: int = 0
+    copied: int = 0
+
 
 POLL_SECONDS = 0.25
 """Longest wait for the socket to take more bytes before the send checks whether it was
@@ -53,18 +68,31 @@ async def send_file(
     # the thread's own descriptors: a send abandoned (its task cancelled) may run on for a
     # moment after the transport and the caller's file are closed; their numbers may then be
     # reused, but not these
-    out = os.dup(sock.fileno())
-    try:
-        src = os.dup(fd)
-    except OSError:
-        os.close(out)
-        raise
+    out, src = _own_descriptors(sock, fd)
     abandoned = threading.Event()
     try:
         await asyncio.to_thread(_send_all, out, src, count, idle_timeout, abandoned)
     finally:
         abandoned.set()
     return True
+
+
+def send_file_blocking(sock: socket.socket, fd: int, count: int, *, idle_timeout: float) -> None:
+    """Blocking, for a worker thread that owns ``sock`` (a plain TCP socket): send bytes
+    ``0..count`` of the open file ``fd`` by ``sendfile``. Raises like :func:`send_file`; a
+    send ended from another thread by shutting the socket raises :class:`ConnectionError`."""
+    out, src = _own_descriptors(sock, fd)
+    _send_all(out, src, count, idle_timeout, threading.Event())
+
+
+def _own_descriptors(sock: socket.socket, fd: int) -> tuple[int, int]:
+    """Return duplicates of ``sock``'s descriptor and of ``fd``, for :func:`_send_all` to close."""
+    out = os.dup(sock.fileno())
+    try:
+        return out, os.dup(fd)
+    except OSError:
+        os.close(out)
+        raise
 
 
 def _send_all(

@@ -388,7 +388,8 @@ class _FileReader(ChunkReader):
         return self._fd
 
     def read_into(self, into: memoryview) -> int:
-        # by direct I/O where allowed: a chunk pushed to holders does not fill the page cache
+        # by direct I/O where allowed: a chunk pushed over TLS (a plain connection takes
+        # fileno() and sendfile) does not fill the page cache
         if self._blocks is None:
             self._blocks = diskio.BlockFile(self._fd, direct=diskio.try_direct(self._fd))
         n = self._blocks.read_into(into, self._offset)

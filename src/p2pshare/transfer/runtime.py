@@ -23,7 +23,7 @@ from aiohttp import web
 from p2pshare.core.admission import ServerLimits
 from p2pshare.core.errors import InvalidInput, P2PShareError
 from p2pshare.core.messages import NodeAnnounce, build_messages
-from p2pshare.node import control_api, peer_api
+from p2pshare.node import control_api, peer_api, zerocopy
 from p2pshare.node.guard import GUARD, PeerGuard
 from p2pshare.node.heartbeat import (
     ServedReporter,
@@ -185,7 +185,7 @@ async def run_node(
             peer_app[peer_api.UPLOAD_LIMIT] = up_limit
             peer_app[peer_api.DOWNLOAD_LIMIT] = down_limit
             peer_app[peer_api.SERVING] = asyncio.Semaphore(opts.max_peers_served)
-            sent = peer_app[peer_api.SENT] = peer_api.SentCounts()
+            sent = peer_app[peer_api.SENT] = zerocopy.SentCounts()
             peer_app[peer_api.ON_ACK] = reporter.record
             peer_runner = web.AppRunner(peer_app, access_log=None, **guard.runner_options())
             await peer_runner.setup()
@@ -263,10 +263,13 @@ async def run_node(
                     on_ready(ready)
                 await stop.wait()
                 log.info(
-                    "node %s stopping; served %d chunks by sendfile, %d through the process",
+                    "node %s stopping; served %d chunks by sendfile, %d through the process;"
+                    " pushed %d by sendfile, %d through the process",
                     opts.name,
                     sent.zero_copy,
                     sent.copied,
+                    streams.pushed.zero_copy,
+                    streams.pushed.copied,
                 )
                 for task in tasks:
                     task.cancel()

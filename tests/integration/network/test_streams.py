@@ -8,6 +8,7 @@ import asyncio
 import gc
 import hashlib
 import json
+import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -26,9 +27,11 @@ from p2pshare.core.errors import (
 )
 from p2pshare.node import streams
 from p2pshare.node.guard import PeerGuard
+from p2pshare.node.limits import RateLimiter
 from p2pshare.node.problems import problems_middleware
 from p2pshare.node.streams import StreamPool
 from p2pshare.security.keys import load_or_create_identity, server_context
+from p2pshare.storage.filestore import FileChunkStore
 
 BODY = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4 bytes
 
@@ -40,6 +43,8 @@ class Server:
     """the client ends (address, port) seen: one per connection (an id() of a closed
     transport may be reused by the next one)"""
     requests: int = 0
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    """set when the server stops: a stalled push's handler ends"""
 
 
 async def _serve(
@@ -66,6 +71,8 @@ async def _serve(
         state.connections.add(request.transport.get_extra_info("peername")[:2])
         if request.match_info["name"] == "refuse":
             raise ReservationError("no reservation r1 here")
+        if request.match_info["name"] == "stall":  # reads no body until the server stops
+            await state.release.wait()
         body = await request.read()
         answer = {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
         answer["query"] = request.query_string
@@ -91,6 +98,7 @@ async def _serve(
     try:
         yield state, pin
     finally:
+        state.release.set()
         await runner.cleanup()
 
 
@@ -253,3 +261,115 @@ async def test_a_refused_push_and_a_source_that_ends_early_are_our_errors(
             )
         raw = await pool.put_from(server.address, "/v1/chunks/a", {}, b"ok", 2, where="node x")
         assert json.loads(raw)["size"] == 2  # the pool still works
+
+
+class _FileSource:
+    """A blocking source with the descriptor of a file (as a chunk store's reader has)."""
+
+    def __init__(self, path: Path) -> None:
+        self._fh = path.open("rb")
+
+    def fileno(self) -> int:
+        return self._fh.fileno()
+
+    def read_into(self, into: memoryview) -> int:
+        return self._fh.readinto(into)
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def _sparse(path: Path, size: int) -> None:
+    with path.open("wb") as fh:
+        fh.truncate(size)
+
+
+async def _push_from_store(pool: StreamPool, address: str, tmp_path: Path, data: bytes) -> dict:
+    store = await FileChunkStore.open(tmp_path / "store", quota=64 << 20)
+    try:
+        chunk_id = hashlib.sha256(data).hexdigest()
+        await store.put(chunk_id, data)
+        async with await store.get(chunk_id) as reader:
+            raw = await pool.put_from(
+                address, f"/v1/chunks/{chunk_id}", {}, reader, reader.size, where="node x"
+            )
+        return dict(json.loads(raw))
+    finally:
+        await store.close()
+
+
+async def test_a_chunk_file_is_pushed_by_sendfile_on_plain_http_and_copied_over_tls(
+    server: Server, tmp_path: Path
+) -> None:
+    data = random.Random(7).randbytes(3 * (1 << 20) + 5)
+    async with StreamPool(workers=2) as pool:
+        answer = await _push_from_store(pool, server.address, tmp_path, data)
+        plain = server.address.startswith("http://")
+        assert (pool.pushed.zero_copy, pool.pushed.copied) == ((1, 0) if plain else (0, 1))
+        # a source without a descriptor is copied either way, on the same kept connection
+        await pool.put_from(
+            server.address, "/v1/chunks/b", {}, _Source(BODY, 4096), len(BODY), where="node x"
+        )
+        assert pool.pushed.copied == (1 if plain else 2)
+    assert answer["size"] == len(data)
+    assert answer["sha256"] == hashlib.sha256(data).hexdigest()
+    assert len(server.connections) == 1
+
+
+async def test_an_upload_limit_pushes_a_chunk_file_through_the_process(tmp_path: Path) -> None:
+    data = random.Random(8).randbytes(1 << 20)
+    async for state, _ in _serve(tmp_path, tls=False):
+        async with StreamPool(workers=1, upload=RateLimiter(1 << 30)) as pool:
+            answer = await _push_from_store(pool, state.address, tmp_path, data)
+            assert (pool.pushed.zero_copy, pool.pushed.copied) == (0, 1)
+        assert answer["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+async def test_a_chunk_file_shorter_than_its_size_is_our_error(tmp_path: Path) -> None:
+    path = tmp_path / "short.bin"
+    await asyncio.to_thread(path.write_bytes, BODY[:1000])
+    source = await asyncio.to_thread(_FileSource, path)
+    try:
+        async for state, _ in _serve(tmp_path, tls=False):
+            async with StreamPool(workers=1) as pool:
+                with pytest.raises(RemoteError, match="node x: the chunk file to send is short"):
+                    await pool.put_from(
+                        state.address, "/v1/chunks/a", {}, source, len(BODY), where="node x"
+                    )
+                raw = await pool.put_from(
+                    state.address, "/v1/chunks/a", {}, b"ok", 2, where="node x"
+                )
+                assert json.loads(raw)["size"] == 2  # the pool still works
+                assert pool.pushed.zero_copy == 0
+    finally:
+        source.close()
+
+
+async def test_a_cancelled_push_by_sendfile_frees_its_thread_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "big.bin"
+    await asyncio.to_thread(_sparse, path, 256 << 20)  # more than the sockets' buffers take
+    source = await asyncio.to_thread(_FileSource, path)
+    try:
+        async for state, _ in _serve(tmp_path, tls=False):
+            async with StreamPool(workers=1) as pool:  # one thread: the next push needs it
+                task = asyncio.create_task(
+                    pool.put_from(
+                        state.address, "/v1/chunks/stall", {}, source, 256 << 20, where="node x"
+                    )
+                )
+                while state.requests == 0:
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.3)  # the sockets' buffers fill; sendfile waits
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                started = time.monotonic()
+                raw = await asyncio.wait_for(
+                    pool.put_from(state.address, "/v1/chunks/a", {}, b"ok", 2, where="node x"),
+                    10,
+                )
+                assert json.loads(raw)["size"] == 2
+                assert time.monotonic() - started < 5  # not the 30 s of a stalled send
+                assert pool.pushed.zero_copy == 0  # the cancelled one was not sent in full
+    finally:
+        source.close()

@@ -24,7 +24,7 @@ import uvloop
 from aiohttp import web
 
 from p2pshare.core.admission import ServerLimits
-from p2pshare.node import peer_api
+from p2pshare.node import peer_api, zerocopy
 from p2pshare.node.guard import GUARD, PeerGuard
 from p2pshare.node.limits import RateLimiter
 from p2pshare.node.problems import problems_middleware
@@ -83,7 +83,7 @@ async def holder(
     peer_api.add_routes(app)
     app[peer_api.STORE] = store
     app[peer_api.SERVING] = asyncio.Semaphore(1)  # one at a time: locked() while one is served
-    app[peer_api.SENT] = peer_api.SentCounts()
+    app[peer_api.SENT] = zerocopy.SentCounts()
     if upload_rate:
         app[peer_api.UPLOAD_LIMIT] = RateLimiter(upload_rate)
     context = None
