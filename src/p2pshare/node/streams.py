@@ -10,7 +10,8 @@ Connections are kept alive per address and reused (a few idle ones per address, 
 :data:`IDLE_SECONDS`). Every request has a connect timeout and a read timeout (silence), like
 the aiohttp calls of :mod:`p2pshare.node.http`; a request that was waiting is aborted by
 shutting its socket, so a cancelled fetch frees its thread at once. A reused connection that
-the other side had closed meanwhile is retried once on a fresh one (GET only).
+the other side had closed meanwhile is retried once on a fresh one: a fetch, and a push whose
+source can be sent again from its start (bytes, or a store reader that can ``rewind``).
 
 Addresses carry their certificate pin (:func:`p2pshare.node.http.prepare` checks the form);
 the certificate a TLS connection presents is compared with it before the request is sent.
@@ -45,8 +46,10 @@ READ_TIMEOUT = 30.0
 """Seconds of silence that end a request (aiohttp's ``sock_read`` in :mod:`.http`)."""
 IDLE_SECONDS = CLIENT_KEEPALIVE
 """A kept-alive connection unused this long is closed rather than reused: 15 s, as the aiohttp
-calls keep theirs, below the 20 s a node's peer API keeps one (at 20 s here too, a push sent
-on a connection the holder was closing would fail, and the upload would give the holder up)."""
+calls keep theirs, below the 20 s a node's peer API keeps one (at 20 s here too, a request sent
+on a connection the holder was closing would be lost: a fetch, and a push whose source can
+``rewind``, are sent again on a fresh one; any other push fails, and the upload would give the
+holder up)."""
 IDLE_PER_ADDRESS = 16
 READ_PIECE = 1 << 20
 """Bytes read (and hashed) per step: the hash runs on bytes still in the CPU's cache."""
@@ -128,8 +131,8 @@ class StreamPool:
         self._local = threading.local()
         self._closed = False
         self.pushed = zerocopy.SentCounts()
-        """chunk bodies pushed in full: by ``sendfile`` (a chunk file on a plain connection,
-        no upload limit) and through the process"""
+        """pushes from a reader that the holder answered: by ``sendfile`` (a chunk file on a
+        plain connection, no upload limit) and through the process"""
 
     async def get_into(self, address: str, path: str, into: memoryview, *, where: str) -> Fetched:
         """GET ``path`` on ``address`` (a body of exactly ``len(into)`` bytes) into ``into``.
@@ -233,28 +236,48 @@ class StreamPool:
         size: int,
         where: str,
     ) -> bytes:
-        conn, _ = self._connection(address, where)
-        job.attach(conn)
-        try:
-            conn.putrequest("PUT", target, skip_accept_encoding=True)
-            for name, value in headers.items():
-                conn.putheader(name, value)
-            conn.endheaders()
-            self._send_body(conn, body, size, where)
-            resp = conn.getresponse()
-            answer = read_answer(resp, where)
-        except BaseException as exc:
-            conn.close()
-            raise _mapped(exc, where, job) from None
-        if resp.will_close or not resp.isclosed():
-            conn.close()
-        else:
-            self._keep(address, conn)
-        return answer
+        for attempt in (0, 1):
+            conn, reused = self._connection(address, where)
+            job.attach(conn)
+            try:
+                conn.putrequest("PUT", target, skip_accept_encoding=True)
+                for name, value in headers.items():
+                    conn.putheader(name, value)
+                conn.endheaders()
+                zero_copy = self._send_body(conn, body, size, where)
+                resp = conn.getresponse()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                conn.close()
+                if reused and attempt == 0 and not job.aborted and _rewound(body):
+                    # the other side closed an idle connection as the push went: once more,
+                    # fresh (a push is idempotent: a holder that has the chunk answers so)
+                    continue
+                raise _mapped(exc, where, job) from None
+            except BaseException as exc:
+                conn.close()
+                raise _mapped(exc, where, job) from None
+            try:
+                answer = read_answer(resp, where)
+            except BaseException as exc:
+                conn.close()
+                raise _mapped(exc, where, job) from None
+            if resp.will_close or not resp.isclosed():
+                conn.close()
+            else:
+                self._keep(address, conn)
+            if not isinstance(body, bytes | bytearray | memoryview):
+                with self._lock:
+                    if zero_copy:
+                        self.pushed.zero_copy += 1
+                    else:
+                        self.pushed.copied += 1
+            return answer
+        raise AssertionError("unreachable")
 
     def _send_body(
         self, conn: http.client.HTTPConnection, body: Source, size: int, where: str
-    ) -> None:
+    ) -> bool:
+        """Send ``body``; return True when it went by ``sendfile``."""
         sent = 0
         if isinstance(body, bytes | bytearray | memoryview):
             view = memoryview(body).cast("B")
@@ -265,7 +288,7 @@ class StreamPool:
                 self._up.spend_blocking(len(piece))
                 conn.send(piece)
                 sent += len(piece)
-            return
+            return False
         # a chunk file on a plain connection, nothing pacing: from the page cache to the
         # socket without a copy through the process (the second holder's push of a chunk
         # finds it cached); else read a piece at a time (direct I/O for a chunk file) and sent
@@ -280,9 +303,7 @@ class StreamPool:
                 raise RemoteError(
                     f"{where}: the chunk file to send is short: {exc.strerror}"
                 ) from None
-            with self._lock:
-                self.pushed.zero_copy += 1
-            return
+            return True
         buf = getattr(self._local, "buf", None)
         if buf is None:  # one per worker thread, reused: no fresh mapping per push
             buf = self._local.buf = bytearray(READ_PIECE)
@@ -294,8 +315,7 @@ class StreamPool:
                 self._up.spend_blocking(n)
                 conn.send(piece[:n])
                 sent += n
-        with self._lock:
-            self.pushed.copied += 1
+        return False
 
     def _read_body(self, resp: http.client.HTTPResponse, into: memoryview, where: str) -> Fetched:
         size = len(into)
@@ -358,6 +378,14 @@ class StreamPool:
                 conn.close()
             else:
                 conns.append((time.monotonic(), conn))
+
+
+def _rewound(body: Source) -> bool:
+    """Whether ``body`` can be sent again from its first byte (and is ready to be)."""
+    if isinstance(body, bytes | bytearray | memoryview):
+        return True
+    rewind = getattr(body, "rewind", None)
+    return bool(rewind is not None and rewind())
 
 
 def _dropped(conn: http.client.HTTPConnection) -> bool:

@@ -159,6 +159,11 @@ class ChunkReader(abc.ABC):
         reader (held in memory, or checked as they are read)."""
         return None
 
+    def rewind(self) -> bool:
+        """Blocking: start :meth:`read_into` again from the chunk's first byte (a push sent
+        again on a fresh connection); return False when this reader cannot."""
+        return False
+
     @abc.abstractmethod
     async def _read_piece(self) -> bytes:
         """Return the next piece, or ``b""`` at the end."""

@@ -396,6 +396,10 @@ class _FileReader(ChunkReader):
         self._offset += n
         return n
 
+    def rewind(self) -> bool:
+        self._offset = 0
+        return True
+
     async def _close(self) -> None:
         self._finalizer.detach()
         await asyncio.to_thread(os.close, self._fd)
@@ -563,6 +567,11 @@ class _RefReader(ChunkReader):
         n = os.preadv(self._fd, [into[:want]], self._ref.offset + self._done)
         self._took(into[:n])
         return n
+
+    def rewind(self) -> bool:
+        self._done = 0
+        self._hash = hashlib.sha256()
+        return True
 
     def _took(self, got: bytes | memoryview) -> None:
         """Count and hash ``got``; raise :class:`IntegrityError` when the file ends early or,

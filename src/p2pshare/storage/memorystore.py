@@ -129,5 +129,9 @@ class _MemoryReader(ChunkReader):
         self._offset += len(piece)
         return len(piece)
 
+    def rewind(self) -> bool:
+        self._offset = 0
+        return True
+
     async def _close(self) -> None:
         self._view.release()

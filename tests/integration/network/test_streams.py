@@ -9,10 +9,12 @@ import gc
 import hashlib
 import json
 import random
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -177,8 +179,9 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced(tmp_path: P
 
 
 def test_an_idle_connection_is_given_up_before_a_node_closes_it() -> None:
-    # a push (not retried, unlike a fetch) sent on a connection the holder was closing would
-    # fail, and the upload would give that holder up (both sides kept it 20 s before)
+    # a request sent on a connection the holder was closing is lost: a fetch and a push that
+    # can rewind are sent again (a second send), any other push fails and the upload gives the
+    # holder up (both sides kept it 20 s before)
     served = PeerGuard(ServerLimits()).runner_options()["keepalive_timeout"]
     assert streams.IDLE_SECONDS == CLIENT_KEEPALIVE < served
 
@@ -373,3 +376,79 @@ async def test_a_cancelled_push_by_sendfile_frees_its_thread_at_once(tmp_path: P
                 assert pool.pushed.zero_copy == 0  # the cancelled one was not sent in full
     finally:
         source.close()
+
+
+@dataclass
+class _Closer:
+    """A raw HTTP/1.1 server that answers the first push on each connection and closes the
+    connection (a reset) as the next request on it arrives: a server closing an idle kept
+    connection just as the client sends on it."""
+
+    address: str = ""
+    connections: int = 0
+    answered: list[int] = field(default_factory=list)
+
+
+async def _closer() -> AsyncIterator[_Closer]:
+    state = _Closer()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        state.connections += 1
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: *(\d+)", head)[1])  # type: ignore[index]
+            body = await reader.readexactly(length)
+            state.answered.append(len(body))
+            answer = json.dumps({"size": len(body), "sha256": hashlib.sha256(body).hexdigest()})
+            writer.write(
+                b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(answer)}\r\n\r\n{answer}".encode()
+            )
+            await writer.drain()
+            await reader.readuntil(b"\r\n\r\n")  # the next request's head: gone, unanswered
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.transport.abort()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    state.address = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        yield state
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def _push(pool: StreamPool, address: str, body: Any, size: int) -> dict[str, Any]:
+    return dict(json.loads(await pool.put_from(address, "/v1/chunks/a", {}, body, size, where="n")))
+
+
+async def test_a_push_on_a_kept_connection_closed_as_it_was_sent_is_sent_again(
+    tmp_path: Path,
+) -> None:
+    """Bytes, a chunk file sent by sendfile and one read piece by piece (an upload limit) are
+    sent again on a fresh connection; a source that cannot rewind fails, not sent again."""
+    data = random.Random(9).randbytes(2 << 20)
+    digest = hashlib.sha256(data).hexdigest()
+    store = await FileChunkStore.open(tmp_path / "store", quota=64 << 20)
+    await store.put(digest, data)
+    try:
+        for limit in (None, RateLimiter(1 << 30)):
+            async for state in _closer():
+                async with StreamPool(workers=1, upload=limit) as pool:
+                    assert (await _push(pool, state.address, b"first", 5))["size"] == 5
+                    assert (await _push(pool, state.address, data, len(data)))["sha256"] == digest
+                    async with await store.get(digest) as reader:
+                        answer = await _push(pool, state.address, reader, reader.size)
+                    assert answer == {"size": len(data), "sha256": digest}
+                    with pytest.raises(Unavailable, match="n: "):
+                        await _push(pool, state.address, _Source(data, 4096), len(data))
+                    assert (pool.pushed.zero_copy, pool.pushed.copied) == (
+                        (1, 0) if limit is None else (0, 1)
+                    )
+                # each push after the first found its kept connection closed as it went: the
+                # next two were answered on a fresh one each, the last was not sent again
+                assert state.connections == 3
+                assert state.answered == [5, len(data), len(data)]
+    finally:
+        await store.close()

@@ -17,7 +17,7 @@ from p2pshare.core.errors import (
     ReservationError,
     ReservationExpired,
 )
-from p2pshare.storage.chunkstore import READ_PIECE, ChunkStore, PutResult
+from p2pshare.storage.chunkstore import READ_PIECE, ChunkReader, ChunkStore, PutResult
 from p2pshare.storage.filestore import FileChunkStore
 from p2pshare.storage.memorystore import MemoryChunkStore
 from tests.unit.storage.support import FakeClock, KiB, make_chunk, stream
@@ -93,6 +93,26 @@ async def test_get_streams_in_pieces_with_the_size_known_first(open_store: OpenS
     pieces = [piece async for piece in reader]
     assert [len(p) for p in pieces] == [READ_PIECE, READ_PIECE, 5]
     assert b"".join(pieces) == data
+
+
+def read_all(reader: ChunkReader, piece: int) -> bytes:
+    """Blocking: read ``reader`` to its end by ``read_into``, ``piece`` bytes at a time."""
+    buf = bytearray(piece)
+    got = bytearray()
+    while n := reader.read_into(memoryview(buf)):
+        got += buf[:n]
+    return bytes(got)
+
+
+async def test_a_reader_rewinds_to_read_its_chunk_again(store: ChunkStore) -> None:
+    """A push sent again on a fresh connection reads its chunk from the start (streams.py)."""
+    cid, data = make_chunk(5, 10 * KiB + 3)
+    await store.put(cid, data)
+    async with await store.get(cid) as reader:
+        first = await asyncio.to_thread(read_all, reader, 4 * KiB)
+        assert await asyncio.to_thread(reader.rewind)
+        again = await asyncio.to_thread(read_all, reader, 3 * KiB)
+    assert first == again == data
 
 
 async def test_a_reader_closed_early_yields_nothing_more(store: ChunkStore) -> None:

@@ -193,3 +193,16 @@ async def test_a_kept_chunk_read_into_a_buffer_is_checked_too(tmp_path: Path) ->
             while n := await asyncio.to_thread(reader.read_into, memoryview(buf)):
                 got += buf[:n]
         assert bytes(got) == data
+
+
+async def test_a_kept_chunk_rewinds_and_is_checked_again(tmp_path: Path) -> None:
+    async with await FileChunkStore.open(tmp_path / "store", quota=QUOTA) as store:
+        _, chunks = await downloaded(tmp_path, store)
+        cid, data = chunks[1]
+        async with await store.get(cid) as reader:
+            half = memoryview(bytearray(4 * KiB))
+            assert await asyncio.to_thread(reader.read_into, half) == 4 * KiB
+            assert await asyncio.to_thread(reader.rewind)  # the hash starts again too
+            whole = memoryview(bytearray(len(data)))
+            assert await asyncio.to_thread(reader.read_into, whole) == len(data)
+        assert bytes(whole) == data
