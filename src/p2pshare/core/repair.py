@@ -8,8 +8,8 @@ target needs ``target - live`` new copies. Rules:
 - the **source** is an *online* holder with a good copy, the least busy one first (ties: node
   id), at most ``per_source`` assignments in flight each;
 - the **target** is an online node that does not hold the chunk (in any state: a bad or
-  silent copy is not overwritten by a second one), is not the source, has the room, and was
-  not just tried for this chunk; the most free space first (ties: node id);
+  silent copy is not overwritten by a second one), is not the source, has the room, and did
+  not just fail or lose this chunk; the most free space first (ties: node id);
 - chunks with the fewest live replicas go first, at most ``budget`` assignments in all;
 - a chunk that already has assignments in flight only gets the copies still missing beyond
   them (planning is idempotent: the same state plans the same work once).
@@ -44,7 +44,7 @@ class ChunkState:
     in_flight: int = 0
     """copies already assigned and not yet done"""
     tried: frozenset[str] = frozenset()
-    """targets that failed for this chunk recently (not chosen again)"""
+    """targets that failed for this chunk, or holders that lost it, recently (not chosen)"""
 
     @property
     def live(self) -> int:

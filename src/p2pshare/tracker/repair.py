@@ -13,7 +13,8 @@ A source gets its tasks in the answer to its next announce (at most
 ``MAX_REPAIRS_PER_ANNOUNCE``), reserves space on the target, pushes the chunk and reports with
 ``POST /v1/repairs``; an ok report records the new replica (the target acked it to the
 source). Assignments live in memory with a deadline: one that is not reported in time is
-dropped and its chunk planned again (a different target first). Planning counts assignments
+dropped and its chunk planned again (a different target first). A node that reports a chunk
+lost is not chosen as its target either, for a while. Planning counts assignments
 in flight, so the same state never produces the same work twice; a chunk is never copied to
 a node that already holds it, so a repeated task is a no-op there. A node that comes back
 within the grace period is simply live again; one that comes back later is counted again too
@@ -66,12 +67,12 @@ PER_SOURCE = 4
 BUDGET = 256
 """Most tasks in flight in all (the rate bound of repairs)."""
 TRIED_FOR = 300.0
+"""Seconds a target that failed a chunk, or a holder that lost it, is not chosen for it."""
 RECLAIM_BATCH = 1000
 """Orphan replicas looked up per round."""
 MAX_RECLAIMS_PENDING = 20_000
 RECLAIM_TTL = 600.0
 """Seconds a node has to confirm a deletion before it is told again."""
-"""Seconds a target that failed a chunk is not chosen again for it."""
 
 
 class RepairDesk:
@@ -158,11 +159,23 @@ class RepairDesk:
         )
 
     async def lost(self, rep: ReclaimReport) -> Receipt:
-        """Forget replicas a node lost (its integrity scan quarantined them); repair them."""
+        """Forget replicas a node lost (its integrity scan quarantined them); repair them,
+        elsewhere (see :meth:`shun`)."""
+        known = await self._repo.chunk_replicas(rep.chunk_ids)
+        held = [c for c, (_, _, hs) in known.items() if any(n == rep.node_id for n, _ in hs)]
         receipt = await self._repo.forget_replicas(rep.node_id, rep.chunk_ids, "chunks-lost")
         log.warning("node %s lost %d chunks; repairing them", rep.node_id, len(rep.chunk_ids))
+        self.shun(rep.node_id, held)
         self.mark(rep.chunk_ids)
         return receipt
+
+    def shun(self, node_id: str, chunk_ids: Iterable[str]) -> None:
+        """``node_id`` lost these chunks (its copy rotted or went): for ``TRIED_FOR`` seconds
+        it is not their repair target, as a target that failed them is not. Its disk is the
+        one place known to have lost them, and its copy would not make the chunk safer."""
+        until = self._clock.monotonic() + TRIED_FOR
+        for cid in chunk_ids:
+            self._tried.setdefault(cid, {})[node_id] = until
 
     async def reclaimed(self, rep: ReclaimReport) -> Receipt:
         """Forget the replicas a node deleted on our word."""

@@ -367,6 +367,7 @@ async def report_replicas(
     """
     _acting_as(signer, body.node_id)
     receipt = await t.repo.report_replicas(file_id, body)
+    t.repairs.shun(body.node_id, body.lost)
     t.repairs.mark({*body.lost, *(b.chunk_id for b in body.bad)})
     return answer(receipt)
 

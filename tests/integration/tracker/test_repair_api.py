@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from p2pshare.core.messages import AnnounceAck, FileDetail
+from p2pshare.tracker.repair import TRIED_FOR
 from tests.integration.tracker.conftest import Running, StartTracker
 from tests.integration.tracker.support import (
     announce,
@@ -148,6 +149,39 @@ async def test_a_lost_replica_is_repaired_at_once(start_tracker: StartTracker) -
         assert r.status_code == 200
         [a] = await t.state.repairs.run_once()
         assert (a.chunk_id, a.source, a.target) == (m.chunk_ids[0], nid("owner"), nid("h3"))
+
+
+async def test_a_node_that_lost_a_chunk_is_not_its_repair_target_for_a_while(
+    start_tracker: StartTracker,
+) -> None:
+    """h1 lost both chunks (one found by its integrity scan, one in a replica report): with
+    no other node to copy to, nothing is planned until ``TRIED_FOR`` has passed."""
+    async with start_tracker(heartbeat_interval=INTERVAL, repair_grace=GRACE) as t:
+        alive = (nid("owner"), nid("h1"))
+        await announce(t.client, *(node(n, free=FREE[n]) for n in alive))
+        m = manifest(2)
+        reg = registration(m, nid("owner"), list(alive), replica_target=2)
+        assert (await t.client.post("/v1/files", json=body(reg))).status_code == 201
+        r = await t.client.post(
+            f"/v1/nodes/{nid('h1')}/lost",
+            json={"node_id": nid("h1"), "chunk_ids": m.chunk_ids[:1]},
+        )
+        assert r.status_code == 200, r.text
+        r = await t.client.post(
+            f"/v1/files/{m.file_id}/replicas", json={"node_id": nid("h1"), "lost": m.chunk_ids[1:]}
+        )
+        assert r.status_code == 200, r.text
+        desk = t.state.repairs
+        assert await desk.run_once() == []
+        assert await holders(t, m.file_id) == [ids("owner"), ids("owner")]
+
+        await pass_time(t, TRIED_FOR - 2 * INTERVAL, *alive)
+        assert await desk.run_once() == []
+        await pass_time(t, 2 * INTERVAL + 1, *alive)
+        plan = await desk.run_once()
+        assert sorted((a.chunk_id, a.source, a.target) for a in plan) == sorted(
+            (cid, nid("owner"), nid("h1")) for cid in m.chunk_ids
+        )
 
 
 async def test_withdrawn_chunks_are_reclaimed_unless_another_file_needs_them(
