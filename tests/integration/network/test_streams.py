@@ -287,16 +287,21 @@ def _sparse(path: Path, size: int) -> None:
         fh.truncate(size)
 
 
-async def _push_from_store(pool: StreamPool, address: str, tmp_path: Path, data: bytes) -> dict:
+async def _push(
+    pool: StreamPool, address: str, body: Any, size: int, path: str = "/v1/chunks/a"
+) -> dict[str, Any]:
+    return dict(json.loads(await pool.put_from(address, path, {}, body, size, where="n")))
+
+
+async def _push_from_store(
+    pool: StreamPool, address: str, tmp_path: Path, data: bytes
+) -> dict[str, Any]:
     store = await FileChunkStore.open(tmp_path / "store", quota=64 << 20)
     try:
         chunk_id = hashlib.sha256(data).hexdigest()
         await store.put(chunk_id, data)
         async with await store.get(chunk_id) as reader:
-            raw = await pool.put_from(
-                address, f"/v1/chunks/{chunk_id}", {}, reader, reader.size, where="node x"
-            )
-        return dict(json.loads(raw))
+            return await _push(pool, address, reader, reader.size, f"/v1/chunks/{chunk_id}")
     finally:
         await store.close()
 
@@ -417,10 +422,6 @@ async def _closer() -> AsyncIterator[_Closer]:
     finally:
         server.close()
         await server.wait_closed()
-
-
-async def _push(pool: StreamPool, address: str, body: Any, size: int) -> dict[str, Any]:
-    return dict(json.loads(await pool.put_from(address, "/v1/chunks/a", {}, body, size, where="n")))
 
 
 async def test_a_push_on_a_kept_connection_closed_as_it_was_sent_is_sent_again(
