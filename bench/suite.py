@@ -46,7 +46,12 @@ run among real processes of the test harness (``tests/integration/network/cluste
 tracker and nodes on loopback, plain or TLS as above), each download by a fresh node
 that is stopped afterwards, so no run finds chunks already held. Writes
 ``bench/results/latest.json`` (``{"machine": ..., "rows": [...]}``) and ``latest.md``
-(``partial.*`` with ``--only``, so a partial run does not replace the full one).
+(``partial.*`` with ``--only``, so a partial run does not replace the full one). A row's
+``targets`` (``{"target": true | false | null}``, the table's last column) says which of the
+issue's targets the run met: download-1 >= 1.5x libtorrent, download-3 >= 1.5x the best
+client, upload >= 70% of disk / 3, tracker >= 5,000 announces/s with p99 < 50 ms, the largest
+scaling file at least 90% of the next size's MB/s, file-detail p50 at the most files within
+2x of the fewest, and memory's own two; null when a figure it needs is missing.
 
 ``--smoke``: 16 MiB files, 1 round, no warm-up, no anchors, no iperf3 (loopback TCP measured
 by a Python socket pair instead), tracker loads of 1 s on 50 files, scaling at 16 and 32 MiB
@@ -142,6 +147,14 @@ SCALE_SHAPE = (4, 3, 8)
 NODE_TARGET_MIB = 150
 GROWTH_TOLERANCE = 0.10
 DOWNLOAD_ANCHORS = ("libtorrent", "aria2c")
+DOWNLOAD_1_OVER_LIBTORRENT = 1.5
+DOWNLOAD_3_OVER_BEST = 1.5
+UPLOAD_OF_LIMIT = 0.7
+TRACKER_ANNOUNCES = 5000
+TRACKER_P99_MS = 50
+SCALING_FLOOR = 0.9
+"""MB/s of the largest file at least this share of the next size's (no slowdown with size)"""
+FILES_P50_TIMES = 2.0
 
 
 # --- plan -------------------------------------------------------------------------------------
@@ -1723,7 +1736,74 @@ def targets_of(row: Row) -> str:
     targets = row.get("targets")
     if not targets:
         return "—"
-    return "; ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, ok in targets.items())
+    words = {True: "met", False: "NOT met", None: "not judged (a figure is missing)"}
+    return "; ".join(f"{name}: {words[ok]}" for name, ok in targets.items())
+
+
+def judge(rows: list[Row]) -> None:
+    """Add to ``rows`` the issue's targets that are ratios of one run (the memory row judges
+    its own): True met, False not, None when a figure it needs is missing."""
+    by_name = {r["workload"]: r for r in rows}
+
+    def number(value: Any) -> float | None:
+        return float(value) if isinstance(value, int | float) and value > 0 else None
+
+    def at_least(a: Any, b: Any, times: float) -> bool | None:
+        a, b = number(a), number(b)
+        return None if a is None or b is None else a >= times * b
+
+    def add(name: str, target: str, ok: bool | None) -> None:
+        row = by_name.get(name)
+        if row is not None and not row.get("error"):
+            row.setdefault("targets", {})[target] = ok
+
+    one = by_name.get("download-1", {})
+    add(
+        "download-1",
+        f">= {DOWNLOAD_1_OVER_LIBTORRENT}x libtorrent",
+        at_least(
+            one.get("ours"),
+            one.get("anchors", {}).get("libtorrent"),
+            DOWNLOAD_1_OVER_LIBTORRENT,
+        ),
+    )
+    three = by_name.get("download-3", {})
+    clients = [v for v in three.get("anchors", {}).values() if number(v)]
+    add(
+        "download-3",
+        f">= {DOWNLOAD_3_OVER_BEST}x the best client",
+        at_least(three.get("ours"), max(clients, default=None), DOWNLOAD_3_OVER_BEST),
+    )
+    up = by_name.get("upload", {})
+    add(
+        "upload",
+        f">= {UPLOAD_OF_LIMIT:.0%} of disk / 3",
+        at_least(up.get("ours"), (up.get("limit") or {}).get("value"), UPLOAD_OF_LIMIT),
+    )
+    tracker = by_name.get("tracker", {})
+    rate, p99 = number(tracker.get("ours")), number(tracker.get("p99_ms"))
+    add(
+        "tracker",
+        f">= {TRACKER_ANNOUNCES:,} announces/s",
+        None if rate is None else rate >= TRACKER_ANNOUNCES,
+    )
+    add("tracker", f"p99 < {TRACKER_P99_MS} ms", None if p99 is None else p99 < TRACKER_P99_MS)
+    sizes = sorted((n for n in by_name if re.fullmatch(r"scaling-\d+[mg]", n)), key=sort_key)
+    if len(sizes) >= 2:
+        big, next_size = by_name[sizes[-1]], by_name[sizes[-2]]
+        add(
+            sizes[-1],
+            f">= {SCALING_FLOOR:.0%} of {sizes[-2]}'s MB/s",
+            at_least(big.get("ours"), next_size.get("ours"), SCALING_FLOOR),
+        )
+    counts = sorted((n for n in by_name if n.startswith("scaling-files-")), key=sort_key)
+    if len(counts) >= 2:
+        most, fewest = by_name[counts[-1]], by_name[counts[0]]
+        add(
+            counts[-1],
+            f"p50 within {FILES_P50_TIMES:g}x of {counts[0]}'s",
+            at_least(fewest.get("ours"), most.get("ours"), 1 / FILES_P50_TIMES),
+        )
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -1927,6 +2007,8 @@ def main() -> int:
         },
         "rows": sorted(suite.rows.values(), key=lambda r: sort_key(r["workload"])),
     }
+    if not plan.smoke:  # the targets speak of full-size runs
+        judge(doc["rows"])
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "smoke" if plan.smoke else "partial" if args.only else "latest"
     json_path, md_path = args.out / f"{stem}.json", args.out / f"{stem}.md"

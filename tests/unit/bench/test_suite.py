@@ -168,3 +168,60 @@ def test_too_little_free_space_is_refused_before_any_work(
     assert "has 100.0 MiB free, and this plan needs about 384.0 MiB" in err
     assert list(work.iterdir()) == []  # no work dir made, nothing run
     assert not out.exists()
+
+
+def test_the_targets_of_the_issue_are_judged_from_one_run() -> None:
+    rows = [
+        row("download-1", 616.0, anchors={"libtorrent": 219.0, "aria2c": 212.0}),
+        row("download-3", 645.0, anchors={"libtorrent": 255.0, "aria2c": 449.0}),
+        row("upload", 174.0, limit={"name": "disk / 3", "value": 260.0}),
+        row("download-1-tls", 377.0, anchors={"libtorrent": 219.0, "aria2c": 212.0}),
+        row("tracker", 4661.0, p50_ms=12.8, p99_ms=28.9, anchors={"opentracker": 3734.0}),
+        row("scaling-64m", 353.0),
+        row("scaling-512m", 542.0),
+        row("scaling-4g", 744.0),
+        row("scaling-files-100", 0.25, unit="ms"),
+        row("scaling-files-10k", 0.4, unit="ms"),
+        row("scaling-files-100k", 0.52, unit="ms"),
+        row("memory", 124.0, unit="MiB", targets={"every node < 150 MiB": True}),
+    ]
+    suite.judge(rows)
+    got = {r["workload"]: r.get("targets") for r in rows}
+    assert got == {
+        "download-1": {">= 1.5x libtorrent": True},
+        "download-3": {">= 1.5x the best client": False},  # 645 < 1.5 x 449
+        "upload": {">= 70% of disk / 3": False},  # 174 < 0.7 x 260
+        "download-1-tls": None,
+        "tracker": {">= 5,000 announces/s": False, "p99 < 50 ms": True},
+        "scaling-64m": None,
+        "scaling-512m": None,
+        "scaling-4g": {">= 90% of scaling-512m's MB/s": True},
+        "scaling-files-100": None,
+        "scaling-files-10k": None,
+        "scaling-files-100k": {"p50 within 2x of scaling-files-100's": False},  # 0.52 > 0.5
+        "memory": {"every node < 150 MiB": True},
+    }
+    md = suite.targets_of(rows[2])
+    assert md == ">= 70% of disk / 3: NOT met"
+
+
+def test_a_target_whose_figure_is_missing_is_not_judged() -> None:
+    rows = [
+        row("download-1", 616.0, anchors={"libtorrent": None, "aria2c": 212.0}),
+        row("download-3", 645.0, anchors={"libtorrent": None, "aria2c": None}),
+        row("upload", 174.0, error="RuntimeError: boom"),
+        row("tracker", 6000.0, p99_ms=None),
+        row("scaling-512m", 542.0),
+        row("scaling-4g", 480.0),
+    ]
+    suite.judge(rows)
+    got = {r["workload"]: r.get("targets") for r in rows}
+    assert got == {
+        "download-1": {">= 1.5x libtorrent": None},
+        "download-3": {">= 1.5x the best client": None},
+        "upload": None,  # a failed row is not judged at all
+        "tracker": {">= 5,000 announces/s": True, "p99 < 50 ms": None},
+        "scaling-512m": None,
+        "scaling-4g": {">= 90% of scaling-512m's MB/s": False},
+    }
+    assert "not judged" in suite.targets_of(rows[0])
