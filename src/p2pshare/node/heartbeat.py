@@ -5,8 +5,9 @@ reporting what it served (download step 7). Both loops are owned by the caller's
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from p2pshare.core.errors import P2PShareError
 from p2pshare.core.messages import (
@@ -24,6 +25,8 @@ from p2pshare.storage.filestore import FileChunkStore
 log = logging.getLogger(__name__)
 
 MIN_INTERVAL = 0.05
+MAX_RETRY_DELAY = 30.0
+"""Longest wait before a report of lost chunks is sent again."""
 MAX_REPORT_QUEUE = 10_000
 REPORT_ATTEMPTS = 5
 
@@ -74,12 +77,10 @@ async def heartbeat_loop(
         await asyncio.sleep(interval)
 
 
-async def integrity_loop(
-    store: FileChunkStore, tracker: TrackerClient, node_id: str, interval: float
-) -> None:
+async def integrity_loop(store: FileChunkStore, lost: LostReporter, interval: float) -> None:
     """Every ``interval`` seconds, re-hash every stored chunk (the store quarantines those
-    whose bytes no longer match) and report the quarantined ones to the tracker as lost, so
-    they are repaired elsewhere. Runs until cancelled."""
+    whose bytes no longer match) and hand the quarantined ones to ``lost``, which tells the
+    tracker, so they are repaired elsewhere. Runs until cancelled."""
     while True:
         await asyncio.sleep(interval)
         report = await store.scan()
@@ -88,10 +89,10 @@ async def integrity_loop(
             report.checked,
             len(report.quarantined),
         )
-        await report_lost(tracker, node_id, list(report.quarantined))
+        lost.record(report.quarantined)
 
 
-async def broken_refs_loop(store: FileChunkStore, tracker: TrackerClient, node_id: str) -> None:
+async def broken_refs_loop(store: FileChunkStore, lost: LostReporter) -> None:
     """Report chunks of downloaded files to the tracker as lost as soon as the store finds them
     gone when used (the user changed or deleted the file), so downloaders stop asking this
     node for them; the integrity scan would tell the tracker only hours later. Runs until
@@ -99,23 +100,69 @@ async def broken_refs_loop(store: FileChunkStore, tracker: TrackerClient, node_i
     while True:
         ids = await store.broken_refs()
         log.info("%d chunks of downloaded files are gone; telling the tracker", len(ids))
-        await report_lost(tracker, node_id, ids)
+        lost.record(ids)
 
 
-async def report_lost(tracker: TrackerClient, node_id: str, ids: list[str]) -> None:
-    """Tell the tracker this node no longer holds chunks ``ids`` (batched, bounded retries)."""
-    for start in range(0, len(ids), MAX_RECLAIMS_PER_ANNOUNCE):
-        body = ReclaimReport(
-            node_id=node_id, chunk_ids=ids[start : start + MAX_RECLAIMS_PER_ANNOUNCE]
-        )
-        for attempt in range(REPORT_ATTEMPTS):
-            try:
-                await tracker.lost(body)
-            except P2PShareError as exc:
-                log.warning("reporting lost chunks failed: %s", exc.detail)
-                await asyncio.sleep(0.5 * 2**attempt)
-            else:
-                break
+class LostReporter:
+    """Tells the tracker which chunks this node lost (``POST /v1/nodes/{id}/lost``), in
+    batches, until the tracker has taken each.
+
+    The chunks are gone from this node once they are recorded here (quarantined, or their
+    file changed), so a report that does not arrive would leave the tracker listing them here
+    until an audit: a tracker that is down or busy is asked again after a growing delay (at
+    most ``MAX_RETRY_DELAY`` s), for as long as the node runs. A report the tracker refuses
+    for what it says (4xx other than 401, 408 and 429) is logged and dropped. What waits is
+    bounded by the chunks this node held. :meth:`record` never blocks.
+    """
+
+    def __init__(self, tracker: TrackerClient, node_id: str) -> None:
+        self._tracker = tracker
+        self._node_id = node_id
+        self._waiting: dict[str, None] = {}
+        self._wake = asyncio.Event()
+        self.reported = 0
+
+    @property
+    def waiting(self) -> int:
+        """Return how many lost chunks the tracker has not taken yet."""
+        return len(self._waiting)
+
+    def record(self, chunk_ids: Iterable[str]) -> None:
+        """Queue ``chunk_ids`` for the next report."""
+        for cid in chunk_ids:
+            self._waiting[cid] = None
+        if self._waiting:
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Send the waiting chunks until cancelled."""
+        failures = 0
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._waiting:
+                batch = list(itertools.islice(self._waiting, MAX_RECLAIMS_PER_ANNOUNCE))
+                try:
+                    await self._tracker.lost(ReclaimReport(node_id=self._node_id, chunk_ids=batch))
+                except P2PShareError as exc:
+                    if exc.status < 500 and exc.status not in (401, 408, 429):
+                        log.warning("the tracker refused a report of lost chunks: %s", exc.detail)
+                    else:
+                        failures += 1
+                        delay = min(MAX_RETRY_DELAY, 0.5 * 2 ** min(failures, 8))
+                        log.warning(
+                            "reporting %d lost chunks failed (%s); trying again in %.1f s",
+                            len(self._waiting),
+                            exc.detail,
+                            delay,
+                        )
+                        await asyncio.sleep(delay)
+                        continue
+                else:
+                    failures = 0
+                    self.reported += len(batch)
+                for cid in batch:
+                    self._waiting.pop(cid, None)
 
 
 class ServedReporter:

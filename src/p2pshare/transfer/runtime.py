@@ -26,6 +26,7 @@ from p2pshare.core.messages import NodeAnnounce, build_messages
 from p2pshare.node import control_api, peer_api, zerocopy
 from p2pshare.node.guard import GUARD, PeerGuard
 from p2pshare.node.heartbeat import (
+    LostReporter,
     ServedReporter,
     broken_refs_loop,
     heartbeat_loop,
@@ -173,6 +174,7 @@ async def run_node(
         ):
             tracker = TrackerClient(session, opts.tracker_url, signer=keys)
             reporter = ServedReporter(tracker, node_id)
+            lost = LostReporter(tracker, node_id)
 
             guard = PeerGuard(opts.limits)
             peer_app = web.Application(
@@ -244,8 +246,9 @@ async def run_node(
                         )
                     ),
                     tg.create_task(reclaims.run()),
-                    tg.create_task(integrity_loop(store, tracker, node_id, opts.scan_interval)),
-                    tg.create_task(broken_refs_loop(store, tracker, node_id)),
+                    tg.create_task(integrity_loop(store, lost, opts.scan_interval)),
+                    tg.create_task(broken_refs_loop(store, lost)),
+                    tg.create_task(lost.run()),
                     tg.create_task(repairs.run()),
                     tg.create_task(audits.run()),
                     tg.create_task(reporter.run()),
@@ -271,6 +274,12 @@ async def run_node(
                     streams.pushed.zero_copy,
                     streams.pushed.copied,
                 )
+                if lost.waiting:
+                    log.warning(
+                        "%d lost chunks were not reported to the tracker (it did not answer);"
+                        " an audit will find them gone",
+                        lost.waiting,
+                    )
                 for task in tasks:
                     task.cancel()
             # the heartbeat is over: tell the tracker, so that no downloader is sent here for

@@ -205,6 +205,43 @@ def test_a_node_s_own_integrity_scan_reports_a_corrupt_chunk_which_is_repaired(
         c.close()
 
 
+def test_a_chunk_lost_while_the_tracker_is_down_is_reported_once_it_is_back(
+    tmp_path: Path,
+) -> None:
+    """The scanner quarantines a chunk while the tracker is down, for longer than a report's
+    first attempts take (0.5 + 1 + 2 + 4 + 8 s): the report waits, and is taken, and the
+    chunk repaired, once the tracker is back."""
+    c = Cluster(tmp_path)
+    try:
+        url = c.start_tracker("--repair-grace", "600", "--audit-interval", "3600")
+        port = int(url.partition("#")[0].rsplit(":", 1)[1])
+        n1 = c.start_node("n1", "64MiB")
+        scanner = c.start_node("n2", "64MiB", "--scan-interval", "1")
+        c.start_node("n3", "64MiB")
+        c.wait_online(3)
+        src = tmp_path / "unlucky.bin"
+        digest = make_file(src, 2 * 64 * 1024 + 3)
+        args = ["--replicas", "1", "--alloc", "n2=64MiB", "--chunk-size", "64KiB"]
+        up = c.cli_json(n1, "upload", str(src), *args)
+        chunk = c.get(f"/v1/files/{up['file_id']}")["chunks"][0]["chunk_id"]
+
+        c.kill("tracker")
+        flip_a_byte(scanner.chunk_path(chunk))
+        deadline = time.monotonic() + 20
+        while scanner.chunk_path(chunk).exists():
+            assert time.monotonic() < deadline, "the scan did not quarantine the chunk"
+            time.sleep(0.2)
+        time.sleep(17)  # past the attempts a report was given before
+        c.start_tracker("--repair-grace", "600", "--audit-interval", "3600", port=port)
+
+        wait_replaced(c, up["file_id"], 0, scanner.node_id)
+        out = tmp_path / "copy.bin"
+        assert c.download(c.nodes["n3"], up["file_id"], out)["sha256"] == digest
+        assert "trying again" in (tmp_path / "n2.log").read_text()
+    finally:
+        c.close()
+
+
 def test_a_leave_survives_a_tracker_restart(tmp_path: Path) -> None:
     """The tracker keeps who is leaving in memory; the leaving node asks again after a
     restart, and still leaves only once every chunk is held elsewhere."""
