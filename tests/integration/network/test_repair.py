@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.integration.network.cluster import Cluster, make_file, sha256
+from tests.integration.network.cluster import Cluster, Node, make_file, sha256
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -179,28 +180,51 @@ def test_a_node_that_leaves_gracefully_keeps_every_file_at_its_target(tmp_path: 
         c.close()
 
 
+NO_AUDITS = ("--repair-grace", "600", "--audit-interval", "3600")
+
+
+@dataclass
+class Scanned:
+    """A file uploaded from n1 onto the scanner n2 only (which re-hashes its chunks every
+    second), n3 idle; ``chunk`` is the first chunk's id."""
+
+    port: int
+    scanner: Node
+    up: dict[str, Any]
+    digest: str
+    chunk: str
+
+
+def scanned_upload(c: Cluster, src: Path) -> Scanned:
+    url = c.start_tracker(*NO_AUDITS)
+    n1 = c.start_node("n1", "64MiB")
+    scanner = c.start_node("n2", "64MiB", "--scan-interval", "1")
+    c.start_node("n3", "64MiB")
+    c.wait_online(3)
+    digest = make_file(src, 2 * 64 * 1024 + 3)
+    args = ["--replicas", "1", "--alloc", "n2=64MiB", "--chunk-size", "64KiB"]
+    up = c.cli_json(n1, "upload", str(src), *args)
+    chunk = c.get(f"/v1/files/{up['file_id']}")["chunks"][0]["chunk_id"]
+    port = int(url.partition("#")[0].rsplit(":", 1)[1])
+    return Scanned(port, scanner, up, digest, chunk)
+
+
+def assert_repaired_and_downloads(c: Cluster, s: Scanned, out: Path) -> None:
+    wait_replaced(c, s.up["file_id"], 0, s.scanner.node_id)
+    assert c.download(c.nodes["n3"], s.up["file_id"], out)["sha256"] == s.digest
+
+
 def test_a_node_s_own_integrity_scan_reports_a_corrupt_chunk_which_is_repaired(
     tmp_path: Path,
 ) -> None:
     c = Cluster(tmp_path)
     try:
-        c.start_tracker("--repair-grace", "600", "--audit-interval", "3600")  # no audits
-        n1 = c.start_node("n1", "64MiB")
-        scanner = c.start_node("n2", "64MiB", "--scan-interval", "1")
-        c.start_node("n3", "64MiB")
-        c.wait_online(3)
-        src = tmp_path / "scanned.bin"
-        digest = make_file(src, 2 * 64 * 1024 + 3)
-        args = ["--replicas", "1", "--alloc", "n2=64MiB", "--chunk-size", "64KiB"]
-        up = c.cli_json(n1, "upload", str(src), *args)
-        chunk = c.get(f"/v1/files/{up['file_id']}")["chunks"][0]["chunk_id"]
-        flip_a_byte(scanner.chunk_path(chunk))
+        s = scanned_upload(c, tmp_path / "scanned.bin")
+        flip_a_byte(s.scanner.chunk_path(s.chunk))
 
-        wait_replaced(c, up["file_id"], 0, scanner.node_id)
-        assert not scanner.chunk_path(chunk).exists()
-        assert list((scanner.data_dir / "quarantine").glob(f"{chunk}*"))
-        out = tmp_path / "copy.bin"
-        assert c.download(c.nodes["n3"], up["file_id"], out)["sha256"] == digest
+        assert_repaired_and_downloads(c, s, tmp_path / "copy.bin")
+        assert not s.scanner.chunk_path(s.chunk).exists()
+        assert list((s.scanner.data_dir / "quarantine").glob(f"{s.chunk}*"))
     finally:
         c.close()
 
@@ -213,30 +237,17 @@ def test_a_chunk_lost_while_the_tracker_is_down_is_reported_once_it_is_back(
     chunk repaired, once the tracker is back."""
     c = Cluster(tmp_path)
     try:
-        url = c.start_tracker("--repair-grace", "600", "--audit-interval", "3600")
-        port = int(url.partition("#")[0].rsplit(":", 1)[1])
-        n1 = c.start_node("n1", "64MiB")
-        scanner = c.start_node("n2", "64MiB", "--scan-interval", "1")
-        c.start_node("n3", "64MiB")
-        c.wait_online(3)
-        src = tmp_path / "unlucky.bin"
-        digest = make_file(src, 2 * 64 * 1024 + 3)
-        args = ["--replicas", "1", "--alloc", "n2=64MiB", "--chunk-size", "64KiB"]
-        up = c.cli_json(n1, "upload", str(src), *args)
-        chunk = c.get(f"/v1/files/{up['file_id']}")["chunks"][0]["chunk_id"]
-
+        s = scanned_upload(c, tmp_path / "unlucky.bin")
         c.kill("tracker")
-        flip_a_byte(scanner.chunk_path(chunk))
+        flip_a_byte(s.scanner.chunk_path(s.chunk))
         deadline = time.monotonic() + 20
-        while scanner.chunk_path(chunk).exists():
+        while s.scanner.chunk_path(s.chunk).exists():
             assert time.monotonic() < deadline, "the scan did not quarantine the chunk"
             time.sleep(0.2)
         time.sleep(17)  # past the attempts a report was given before
-        c.start_tracker("--repair-grace", "600", "--audit-interval", "3600", port=port)
+        c.start_tracker(*NO_AUDITS, port=s.port)
 
-        wait_replaced(c, up["file_id"], 0, scanner.node_id)
-        out = tmp_path / "copy.bin"
-        assert c.download(c.nodes["n3"], up["file_id"], out)["sha256"] == digest
+        assert_repaired_and_downloads(c, s, tmp_path / "copy.bin")
         assert "trying again" in (tmp_path / "n2.log").read_text()
     finally:
         c.close()
