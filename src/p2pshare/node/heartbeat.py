@@ -31,6 +31,12 @@ MAX_REPORT_QUEUE = 10_000
 REPORT_ATTEMPTS = 5
 
 
+def retry_delay(failures: int, longest: float) -> float:
+    """Return the seconds to wait after ``failures`` failed calls in a row: 1, 2, 4, ... s,
+    never more than ``longest``."""
+    return min(longest, 0.5 * 2 ** min(failures, 6))
+
+
 async def heartbeat_loop(
     tracker: TrackerClient,
     make_announce: Callable[[], NodeAnnounce],
@@ -56,7 +62,7 @@ async def heartbeat_loop(
             ack = await tracker.announce(make_announce())
         except P2PShareError as exc:
             failures += 1
-            delay = min(interval, 0.5 * 2 ** min(failures, 6))
+            delay = retry_delay(failures, interval)
             log.warning(
                 "announce to %s failed (%s); retrying in %.1fs", tracker.base_url, exc.detail, delay
             )
@@ -149,7 +155,7 @@ class LostReporter:
                         log.warning("the tracker refused a report of lost chunks: %s", exc.detail)
                     else:
                         failures += 1
-                        delay = min(MAX_RETRY_DELAY, 0.5 * 2 ** min(failures, 8))
+                        delay = retry_delay(failures, MAX_RETRY_DELAY)
                         log.warning(
                             "reporting %d lost chunks failed (%s); trying again in %.1f s",
                             len(self._waiting),
