@@ -1740,17 +1740,18 @@ def targets_of(row: Row) -> str:
     return "; ".join(f"{name}: {words[ok]}" for name, ok in targets.items())
 
 
+def positive(value: Any) -> bool:
+    """Whether ``value`` is a number above 0 (a bool is not a number here)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
 def judge(rows: list[Row]) -> None:
     """Add to ``rows`` the issue's targets that are ratios of one run (the memory row judges
     its own): True met, False not, None when a figure it needs is missing."""
     by_name = {r["workload"]: r for r in rows}
 
-    def number(value: Any) -> float | None:
-        return float(value) if isinstance(value, int | float) and value > 0 else None
-
     def at_least(a: Any, b: Any, times: float) -> bool | None:
-        a, b = number(a), number(b)
-        return None if a is None or b is None else a >= times * b
+        return bool(a >= times * b) if positive(a) and positive(b) else None
 
     def add(name: str, target: str, ok: bool | None) -> None:
         row = by_name.get(name)
@@ -1768,7 +1769,7 @@ def judge(rows: list[Row]) -> None:
         ),
     )
     three = by_name.get("download-3", {})
-    clients = [v for v in three.get("anchors", {}).values() if number(v)]
+    clients = [v for v in three.get("anchors", {}).values() if positive(v)]
     add(
         "download-3",
         f">= {DOWNLOAD_3_OVER_BEST}x the best client",
@@ -1781,13 +1782,17 @@ def judge(rows: list[Row]) -> None:
         at_least(up.get("ours"), (up.get("limit") or {}).get("value"), UPLOAD_OF_LIMIT),
     )
     tracker = by_name.get("tracker", {})
-    rate, p99 = number(tracker.get("ours")), number(tracker.get("p99_ms"))
+    rate, p99 = tracker.get("ours"), tracker.get("p99_ms")
     add(
         "tracker",
         f">= {TRACKER_ANNOUNCES:,} announces/s",
-        None if rate is None else rate >= TRACKER_ANNOUNCES,
+        bool(rate >= TRACKER_ANNOUNCES) if positive(rate) else None,
     )
-    add("tracker", f"p99 < {TRACKER_P99_MS} ms", None if p99 is None else p99 < TRACKER_P99_MS)
+    add(
+        "tracker",
+        f"p99 < {TRACKER_P99_MS} ms",
+        bool(p99 < TRACKER_P99_MS) if positive(p99) else None,
+    )
     sizes = sorted((n for n in by_name if re.fullmatch(r"scaling-\d+[mg]", n)), key=sort_key)
     if len(sizes) >= 2:
         big, next_size = by_name[sizes[-1]], by_name[sizes[-2]]
@@ -1915,10 +1920,6 @@ def check(doc: dict[str, Any], plan: Plan) -> list[str]:
             want.add(w)
     rows = {r["workload"]: r for r in doc["rows"]}
     problems = [f"no row {name}" for name in sorted(want - rows.keys())]
-
-    def positive(v: Any) -> bool:
-        return isinstance(v, int | float) and not isinstance(v, bool) and v > 0
-
     for name, r in rows.items():
         if r.get("error"):
             problems.append(f"{name}: {r['error']}")
