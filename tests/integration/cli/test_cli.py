@@ -68,6 +68,29 @@ def test_the_entry_point_runs_commands_with_the_collector_on() -> None:
     assert run_probe(probe) == [f"p2pshare {__version__}", "collector on: True"]
 
 
+@pytest.mark.parametrize(("preset", "expected"), [(None, "__all__ ()"), ("", " found")])
+def test_the_entry_point_turns_off_pydantic_s_plugin_lookup_unless_the_user_set_it(
+    preset: str | None, expected: str
+) -> None:
+    # pydantic reads every installed distribution's entry points for plugins as it builds its
+    # first model (cli/entry.py); p2pshare uses none. A value the user set is kept: an empty
+    # one has pydantic look them up (it then keeps what it found, an empty dict here)
+    probe = (
+        "import atexit, os, sys\n"
+        + ("" if preset is None else f"os.environ['PYDANTIC_DISABLE_PLUGINS'] = {preset!r}\n")
+        + "def report():\n"
+        "    from pydantic.plugin import _loader\n"
+        "    plugins = _loader.get_plugins()\n"
+        "    print(os.environ['PYDANTIC_DISABLE_PLUGINS'],"
+        " 'found' if _loader._plugins is not None else plugins)\n"
+        "atexit.register(report)\n"
+        "sys.argv = ['p2pshare', '--json', 'config']\n"
+        "from p2pshare.cli.entry import run\n"
+        "run()\n"
+    )
+    assert run_probe(probe)[-1] == expected
+
+
 def test_the_entry_point_imports_aiohttp_without_the_system_cas() -> None:
     # loading the CA bundle twice cost about 110 ms of every start (cli/entry.py); p2pshare pins
     # every https address, so aiohttp's default contexts must trust nothing, and the
