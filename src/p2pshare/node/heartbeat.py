@@ -119,12 +119,20 @@ class LostReporter:
     most ``MAX_RETRY_DELAY`` s), for as long as the node runs. A report the tracker refuses
     for what it says (4xx other than 401, 408 and 429) is logged and dropped. What waits is
     bounded by the chunks this node held. :meth:`record` never blocks.
+
+    With a ``store``, what waits is also kept on disk (:meth:`FileChunkStore.lost_kept`)
+    before it is sent, until the tracker takes it, and :meth:`run` starts with what a node
+    stopped (or crashed) before reporting: a restart does not lose a report.
     """
 
-    def __init__(self, tracker: TrackerClient, node_id: str) -> None:
+    def __init__(
+        self, tracker: TrackerClient, node_id: str, store: FileChunkStore | None = None
+    ) -> None:
         self._tracker = tracker
         self._node_id = node_id
+        self._store = store
         self._waiting: dict[str, None] = {}
+        self._unkept: list[str] = []
         self._wake = asyncio.Event()
         self.reported = 0
 
@@ -137,16 +145,25 @@ class LostReporter:
         """Queue ``chunk_ids`` for the next report."""
         for cid in chunk_ids:
             self._waiting[cid] = None
+            self._unkept.append(cid)
         if self._waiting:
             self._wake.set()
 
     async def run(self) -> None:
-        """Send the waiting chunks until cancelled."""
+        """Send the waiting chunks (first those a run before this one left) until cancelled."""
+        if self._store is not None:
+            left = await self._store.lost_unreported()
+            if left:
+                log.info("%d lost chunks from before this start to report", len(left))
+                for cid in left:
+                    self._waiting[cid] = None
+                self._wake.set()
         failures = 0
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._waiting:
+                await self._keep()  # before each send: what it holds is on disk first
                 batch = list(itertools.islice(self._waiting, MAX_RECLAIMS_PER_ANNOUNCE))
                 try:
                     await self._tracker.lost(ReclaimReport(node_id=self._node_id, chunk_ids=batch))
@@ -169,6 +186,14 @@ class LostReporter:
                     self.reported += len(batch)
                 for cid in batch:
                     self._waiting.pop(cid, None)
+                if self._store is not None:
+                    await self._store.lost_reported(batch)
+
+    async def _keep(self) -> None:
+        """Keep on disk the chunks recorded since the last call (with a store)."""
+        unkept, self._unkept = self._unkept, []
+        if self._store is not None and unkept:
+            await self._store.lost_kept(unkept)
 
 
 class ServedReporter:

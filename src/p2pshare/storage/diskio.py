@@ -8,7 +8,8 @@ and nothing else in the package touches chunk files. The layout of a data direct
     DATA/quarantine/<id>.<time>       chunks whose bytes no longer match their id
     DATA/chunks.lock                  per-chunk record locks (see locks.py)
     DATA/store.lock                   the whole-directory lock, when taken
-    DATA/reservations.sqlite3         reservations (see reservation_db.py)
+    DATA/reservations.sqlite3         reservations, file references, lost chunks not reported
+                                      yet (see reservation_db.py)
 
 A write goes to a temp file with a unique name in the chunk's own directory, is hashed as it is
 written, fsynced, renamed over the final name, and the directory is fsynced: after a crash a

@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import sqlite3
 import time
 import weakref
 from collections.abc import Awaitable, Callable
@@ -254,6 +255,41 @@ class FileChunkStore(ChunkStore):
         self._broken_found.clear()
         broken, self._broken = sorted(self._broken), set()
         return broken
+
+    # -- lost chunks not reported yet (node.heartbeat.LostReporter) ----------------------------
+    # A record the reporter keeps so that a restart does not lose a report. It is a help, not
+    # a condition: when the database cannot be used the failure is logged and the report goes
+    # on from memory, as it would with no record (an audit then finds what a restart forgot).
+
+    async def lost_unreported(self) -> list[str]:
+        """Return the chunks kept by :meth:`lost_kept` and not yet :meth:`lost_reported`, but
+        not those this store holds again (a repair may have brought one back): those are
+        forgotten."""
+        try:
+            ids = await asyncio.to_thread(self._db.load_lost)
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("could not read the lost chunks not yet reported: %s", exc)
+            return []
+        held = {cid for cid in ids if await self.has(cid)}
+        if held:
+            await self.lost_reported(sorted(held))
+        return [cid for cid in ids if cid not in held]
+
+    async def lost_kept(self, chunk_ids: list[str]) -> None:
+        """Remember on disk that ``chunk_ids`` are lost and the tracker has not taken them."""
+        await self._lost_record(self._db.add_lost, chunk_ids)
+
+    async def lost_reported(self, chunk_ids: list[str]) -> None:
+        """Forget ``chunk_ids``: the tracker took the report (or refused it for good)."""
+        await self._lost_record(self._db.delete_lost, chunk_ids)
+
+    async def _lost_record(self, change: Callable[[list[str]], None], chunk_ids: list[str]) -> None:
+        try:
+            await asyncio.to_thread(change, chunk_ids)
+        except (OSError, sqlite3.Error) as exc:
+            log.warning(
+                "could not record %d lost chunks as waiting or reported: %s", len(chunk_ids), exc
+            )
 
     async def _file_broken(self, path: str) -> None:
         """The file at ``path`` no longer has its identity (or cannot be opened): none of the

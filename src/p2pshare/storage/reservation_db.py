@@ -1,5 +1,6 @@
 """Reservations kept on disk in ``DATA/reservations.sqlite3``, so a restart keeps its promises;
-and the file references of the chunks this node serves from downloaded files (``refs``).
+the file references of the chunks this node serves from downloaded files (``refs``); and the
+chunks it lost that the tracker has not been told of yet (``lost``), so a restart tells it.
 
 Every method blocks (SQLite): call it through :func:`asyncio.to_thread`. One connection is
 shared by the worker threads, guarded by a :class:`threading.Lock`. WAL journal with
@@ -38,6 +39,12 @@ CREATE TABLE IF NOT EXISTS refs (
 )
 """
 
+_LOST_SCHEMA = """
+CREATE TABLE IF NOT EXISTS lost (
+    chunk_id  TEXT PRIMARY KEY
+)
+"""
+
 _OPEN_ATTEMPTS = 100
 _OPEN_RETRY_DELAY = 0.02
 
@@ -50,6 +57,7 @@ def _connect(path: Path) -> sqlite3.Connection:
         with conn:
             conn.execute(_SCHEMA)
             conn.execute(_REFS_SCHEMA)
+            conn.execute(_LOST_SCHEMA)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     except BaseException:
         conn.close()
@@ -138,3 +146,23 @@ class ReservationDB:
         """Forget the references of ``chunk_ids`` (those stored)."""
         with self._lock, self._conn:
             self._conn.executemany("DELETE FROM refs WHERE chunk_id = ?", [(c,) for c in chunk_ids])
+
+    # -- lost chunks not reported yet (node.heartbeat.LostReporter) ----------------------------
+
+    def load_lost(self) -> list[str]:
+        """Return the ids of the lost chunks the tracker has not taken yet, sorted."""
+        with self._lock:
+            rows = self._conn.execute("SELECT chunk_id FROM lost ORDER BY chunk_id").fetchall()
+        return [row[0] for row in rows]
+
+    def add_lost(self, chunk_ids: Iterable[str]) -> None:
+        """Remember ``chunk_ids`` as lost and not reported yet, in one transaction."""
+        with self._lock, self._conn:
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO lost VALUES (?)", [(c,) for c in chunk_ids]
+            )
+
+    def delete_lost(self, chunk_ids: Iterable[str]) -> None:
+        """Forget ``chunk_ids`` (reported, or held again); unknown ids are ignored."""
+        with self._lock, self._conn:
+            self._conn.executemany("DELETE FROM lost WHERE chunk_id = ?", [(c,) for c in chunk_ids])

@@ -174,7 +174,7 @@ async def run_node(
         ):
             tracker = TrackerClient(session, opts.tracker_url, signer=keys)
             reporter = ServedReporter(tracker, node_id)
-            lost = LostReporter(tracker, node_id)
+            lost = LostReporter(tracker, node_id, store)
 
             guard = PeerGuard(opts.limits)
             peer_app = web.Application(
@@ -277,7 +277,7 @@ async def run_node(
                 if lost.waiting:
                     log.warning(
                         "%d lost chunks were not reported to the tracker (it did not answer);"
-                        " an audit will find them gone",
+                        " they are reported when this node starts again",
                         lost.waiting,
                     )
                 for task in tasks:

@@ -16,16 +16,28 @@ from p2pshare.node.heartbeat import LostReporter
 from p2pshare.node.http import new_session
 from p2pshare.node.tracker_client import TrackerClient
 from p2pshare.security.keys import KeyPair
+from p2pshare.storage.filestore import FileChunkStore
 from tests.integration.network.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(120)
 
+NO_TRACKER = "http://127.0.0.1:9"
+"""Where no tracker answers: the discard port, on which nothing listens here."""
+
 
 async def report(
-    url: str, keys: KeyPair, ids: list[str], *, announce: bool, wait: float
+    url: str,
+    keys: KeyPair,
+    ids: list[str],
+    *,
+    announce: bool,
+    wait: float,
+    store: FileChunkStore | None = None,
+    taken: int = 0,
 ) -> LostReporter:
-    """Run a reporter of ``ids`` for node ``keys`` (announced first or not) until nothing
-    waits or ``wait`` seconds have passed; return it."""
+    """Run a reporter of ``ids`` for node ``keys`` (announced first or not; keeping what waits
+    in ``store``, if given) until nothing waits and the tracker took ``taken`` chunks, or
+    ``wait`` seconds have passed; return it."""
     async with new_session() as session:
         tracker = TrackerClient(session, url, signer=keys)
         if announce:
@@ -39,11 +51,11 @@ async def report(
                     free_bytes=1 << 20,
                 )
             )
-        lost = LostReporter(tracker, keys.node_id)
+        lost = LostReporter(tracker, keys.node_id, store)
         lost.record(ids)
         task = asyncio.create_task(lost.run())
         deadline = time.monotonic() + wait
-        while lost.waiting and time.monotonic() < deadline:
+        while (lost.waiting or lost.reported < taken) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -73,5 +85,31 @@ def test_a_report_is_taken_refused_and_dropped_or_kept_while_the_tracker_is_down
         kept = asyncio.run(report(url, known, ["d" * 64], announce=False, wait=3.5))
         assert (kept.waiting, kept.reported) == (1, 0)
         assert "reporting 1 lost chunks failed" in caplog.text
+    finally:
+        c.close()
+
+
+def test_a_report_a_stopped_node_left_waiting_is_sent_by_its_next_start(tmp_path: Path) -> None:
+    c = Cluster(tmp_path)
+    try:
+        url = c.start_tracker()
+        keys = KeyPair.of(Ed25519PrivateKey.generate())
+        lost_id = "e" * 64
+
+        async def scenario() -> None:
+            # no tracker answers (nothing listens on the discard port): the report waits,
+            # kept in the store, when the node stops
+            async with await FileChunkStore.open(tmp_path / "store", quota=1 << 20) as store:
+                left = await report(
+                    NO_TRACKER, keys, [lost_id], announce=False, wait=1.5, store=store
+                )
+                assert (left.waiting, left.reported) == (1, 0)
+            async with await FileChunkStore.open(tmp_path / "store", quota=1 << 20) as store:
+                assert await store.lost_unreported() == [lost_id]
+                again = await report(url, keys, [], announce=True, wait=10, store=store, taken=1)
+                assert (again.waiting, again.reported) == (0, 1)
+                assert await store.lost_unreported() == []  # taken: forgotten
+
+        asyncio.run(scenario())
     finally:
         c.close()

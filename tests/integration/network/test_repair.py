@@ -253,6 +253,32 @@ def test_a_chunk_lost_while_the_tracker_is_down_is_reported_once_it_is_back(
         c.close()
 
 
+def test_a_lost_chunk_a_crashed_node_had_not_reported_is_reported_when_it_starts_again(
+    tmp_path: Path,
+) -> None:
+    """The scanner quarantines a chunk while the tracker is down and is killed before it could
+    report it. Its next start reports it (its scan finds nothing more: the chunk is out of
+    its store), and the chunk is repaired."""
+    c = Cluster(tmp_path)
+    try:
+        s = scanned_upload(c, tmp_path / "crashed.bin")
+        c.kill("tracker")
+        flip_a_byte(s.scanner.chunk_path(s.chunk))
+        log = tmp_path / "n2.log"
+        deadline = time.monotonic() + 20
+        while "reporting 1 lost chunks failed" not in log.read_text():
+            assert time.monotonic() < deadline, "the scan did not quarantine the chunk"
+            time.sleep(0.2)
+        c.kill("n2")  # SIGKILL: nothing said or done at stop
+        c.start_tracker(*NO_AUDITS, port=s.port)
+        c.start_node("n2", "64MiB", "--scan-interval", "3600")
+
+        assert_repaired_and_downloads(c, s, tmp_path / "copy.bin")
+        assert "1 lost chunks from before this start to report" in log.read_text()
+    finally:
+        c.close()
+
+
 def test_a_leave_survives_a_tracker_restart(tmp_path: Path) -> None:
     """The tracker keeps who is leaving in memory; the leaving node asks again after a
     restart, and still leaves only once every chunk is held elsewhere."""

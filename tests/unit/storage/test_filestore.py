@@ -176,6 +176,42 @@ async def test_scan_quarantines_a_chunk_corrupted_on_disk(tmp_path: Path) -> Non
         assert (await store.scan()).quarantined == ()
 
 
+async def test_lost_chunks_not_reported_yet_survive_a_restart_unless_held_again(
+    tmp_path: Path,
+) -> None:
+    # node.heartbeat.LostReporter keeps here what the tracker has not taken yet
+    (a, _), (b, b_data), (c, _) = (make_chunk(seed) for seed in (8, 9, 10))
+    async with await FileChunkStore.open(tmp_path, quota=64 * KiB) as store:
+        assert await store.lost_unreported() == []
+        await store.lost_kept([a, b])
+        await store.lost_kept([c, a])  # kept twice: once
+        await store.lost_reported([c, "f" * 64])  # taken; an id never kept changes nothing
+    async with await FileChunkStore.open(tmp_path, quota=64 * KiB) as store:
+        assert await store.lost_unreported() == sorted([a, b])
+        await store.put(b, b_data)  # a repair brought it back: not lost any more
+        assert await store.lost_unreported() == [a]
+    async with await FileChunkStore.open(tmp_path, quota=64 * KiB) as store:
+        await store.delete(b)
+        assert await store.lost_unreported() == [a]  # b was forgotten, not only hidden
+
+
+async def test_a_lost_chunk_record_that_cannot_be_used_is_logged_and_nothing_raises(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the record helps a restart; the report itself goes on without it
+    cid, _ = make_chunk(11)
+    store = await FileChunkStore.open(tmp_path, quota=64 * KiB)
+    try:
+        store._db.close()  # the database is gone from under the store
+        await store.lost_kept([cid])
+        await store.lost_reported([cid])
+        assert await store.lost_unreported() == []
+    finally:
+        await store.close()
+    assert "could not record 1 lost chunks as waiting or reported" in caplog.text
+    assert "could not read the lost chunks not yet reported" in caplog.text
+
+
 def _overwrite(path: Path, offset: int, data: bytes) -> None:
     with path.open("r+b") as fh:
         fh.seek(offset)
