@@ -26,12 +26,17 @@ DEFAULT_MAX_CONNECTIONS = 1024
 DEFAULT_HEADER_TIMEOUT = 20.0
 CLIENT_KEEPALIVE = 15.0
 """Seconds a node's HTTP client keeps an idle connection for reuse. A server keeps an idle
-kept-alive connection ``header_timeout`` (20 s by default), longer: a server that closed it
-first could do so just as the client sent its next request on it, which the client sees as
-"Server disconnected" (a stopping node's offline report was lost that way). A server's idle
-time is bounded by ``header_timeout`` itself (a request head is due that long after the
-previous response ended, :mod:`p2pshare.core.deadlines`), so one set to 15 s or less still
-races with these clients."""
+kept-alive connection longer: a server that closed it first could do so just as the client
+sent its next request on it, which the client sees as "Server disconnected" (a stopping
+node's offline report was lost that way). The tracker keeps one at least :data:`IDLE_FLOOR`
+seconds, whatever its ``header_timeout`` (:mod:`p2pshare.core.deadlines`); a node's peer
+API keeps one ``header_timeout`` (20 s by default), so a node set to 15 s or less still races
+with these clients (it logs a warning as it starts)."""
+IDLE_FLOOR = CLIENT_KEEPALIVE + 5.0
+"""Fewest seconds the tracker keeps an idle kept-alive connection, whatever ``header_timeout``
+is: longer than its clients keep theirs (:data:`CLIENT_KEEPALIVE`). A node's peer API cannot
+keep these apart (aiohttp's keep-alive timer is also its head timer) and keeps an idle
+connection ``header_timeout``."""
 DEFAULT_BODY_TIMEOUT = 30.0
 DEFAULT_MAX_HEADER_SIZE = 64 * 1024
 
@@ -49,14 +54,22 @@ class ServerLimits:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     """connections served at once; a request on one more is answered 503"""
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
-    """seconds a client has to send a whole request head (from connecting, or from the first
-    byte of the next request on a kept-alive connection); then the connection is closed"""
+    """seconds a client has to send a whole request head (from connecting; on a kept-alive
+    connection, from the request's first byte at the tracker, and from the end of the previous
+    response at a node's peer API, which so keeps an idle connection that long too: see
+    :data:`CLIENT_KEEPALIVE`); then the connection is closed"""
     body_timeout: float = DEFAULT_BODY_TIMEOUT
     """seconds the server waits for each :data:`~p2pshare.core.deadlines.BODY_WINDOW` bytes of
     a request body (or its rest); then the request fails and the connection is closed"""
     max_header_size: int = DEFAULT_MAX_HEADER_SIZE
     """bytes of the request line and headers the tracker reads (a node's peer API keeps
     aiohttp's own limits: 8190 bytes a line, 128 headers)"""
+
+    @property
+    def idle_timeout(self) -> float:
+        """Seconds the tracker waits for the next request on a kept-alive connection:
+        ``header_timeout``, but at least :data:`IDLE_FLOOR`."""
+        return max(self.header_timeout, IDLE_FLOOR)
 
     def __post_init__(self) -> None:
         for name in ("rate", "header_timeout", "body_timeout"):

@@ -4,7 +4,10 @@ A slow-loris client opens a connection and sends its request a byte at a time, s
 holds a connection (and a slot of the server's) for ever at almost no cost. Two rules bound it:
 
 - a request head (request line and headers) must be complete within ``header_timeout``
-  seconds of its start: the connection opening, or the previous response ending;
+  seconds of its start: the connection opening, or the first byte of the next request on a
+  kept-alive connection, which may wait for that byte ``idle_timeout`` seconds after the
+  previous response ended (at least ``header_timeout``; longer, so that a server set to cut
+  heads off quickly still keeps an idle connection longer than its clients do);
 - a body must keep a pace (:class:`BodyPace`): each :data:`BODY_WINDOW` bytes of it (the last
   window: the rest) must arrive within ``body_timeout`` seconds of waiting for them. Silence
   ends a body as surely as a dribble of a few bytes a second; time in which the server itself
@@ -53,8 +56,12 @@ class BodyPace:
 class Phase(enum.Enum):
     """Where a connection is in its current request."""
 
+    IDLE = "idle"
+    """a kept-alive connection waits for its next request: due ``idle_timeout`` after the
+    previous response ended"""
     HEAD = "head"
-    """receiving a request head: due ``header_timeout`` after it started"""
+    """receiving a request head: due ``header_timeout`` after it started (the connection
+    opened, or the request's first byte came)"""
     BODY = "body"
     """receiving a body: due when its :class:`BodyPace` runs out"""
     HANDLING = "handling"
@@ -64,24 +71,36 @@ class Phase(enum.Enum):
 class ReadDeadline:
     """The deadline of one connection's reads, as its requests go by.
 
-    Events, as the server's parser reports them: :meth:`head_done`, :meth:`body`,
-    :meth:`message_done`, :meth:`response_done`; :meth:`paused` when the server was not
-    reading for its own reasons. :meth:`due` is when the connection must be closed unless more
-    happens first (None: no deadline).
+    Events, as the server's parser reports them: :meth:`message_begin`, :meth:`head_done`,
+    :meth:`body`, :meth:`message_done`, :meth:`response_done`; :meth:`paused` when the server
+    was not reading for its own reasons. :meth:`due` is when the connection must be closed
+    unless more happens first (None: no deadline). ``idle_timeout`` is ``header_timeout``
+    when not given, and never less.
     """
 
-    def __init__(self, header_timeout: float, body_timeout: float, now: float) -> None:
+    def __init__(
+        self,
+        header_timeout: float,
+        body_timeout: float,
+        now: float,
+        idle_timeout: float | None = None,
+    ) -> None:
         if header_timeout <= 0:
             raise ValueError("header_timeout must be > 0")
         self.header_timeout = header_timeout
+        self.idle_timeout = max(header_timeout, idle_timeout or 0.0)
         self._pace = BodyPace(body_timeout)
         self.phase = Phase.HEAD
         self._head_started = now
+        self._idle_started = now
         self._last = now
         self._answered = False
+        self._next_begun = False
 
     def due(self) -> float | None:
         """Return when the connection must be closed unless more arrives (None: never)."""
+        if self.phase is Phase.IDLE:
+            return self._idle_started + self.idle_timeout
         if self.phase is Phase.HEAD:
             return self._head_started + self.header_timeout
         if self.phase is Phase.BODY:
@@ -92,6 +111,15 @@ class ReadDeadline:
         """Return whether the deadline has passed at ``now``."""
         due = self.due()
         return due is not None and now >= due
+
+    def message_begin(self, now: float) -> None:
+        """The first byte of a request came: an idle connection's head is due from now (one
+        that comes while the request before it is answered starts when that answer is out)."""
+        if self.phase is Phase.IDLE:
+            self.phase = Phase.HEAD
+            self._head_started = now
+        elif self.phase is Phase.HANDLING:
+            self._next_begun = True
 
     def head_done(self, now: float) -> None:
         """A request head is complete: its body (if any) must now keep the pace."""
@@ -118,21 +146,27 @@ class ReadDeadline:
 
     def message_done(self, now: float) -> None:
         """The whole request is read: no deadline while it is answered (if it was answered
-        already, the next request head starts now)."""
+        already, the connection waits for the next request from now)."""
         if self._answered:
-            self._start_head(now)
+            self._next(now)
         else:
             self.phase = Phase.HANDLING
 
     def response_done(self, now: float) -> None:
-        """The response went out: the next request head starts now (or, when the body is
-        still arriving, once it has)."""
+        """The response went out: the connection waits for the next request from now (or,
+        when the body is still arriving, once it has)."""
         if self.phase is Phase.HANDLING:
-            self._start_head(now)
+            self._next(now)
         elif self.phase is Phase.BODY:
             self._answered = True
 
-    def _start_head(self, now: float) -> None:
-        self.phase = Phase.HEAD
+    def _next(self, now: float) -> None:
+        """Wait for the next request; its head is due at once when its first byte came."""
         self._answered = False
-        self._head_started = now
+        if self._next_begun:
+            self._next_begun = False
+            self.phase = Phase.HEAD
+            self._head_started = now
+        else:
+            self.phase = Phase.IDLE
+            self._idle_started = now

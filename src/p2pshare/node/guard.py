@@ -31,7 +31,13 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from p2pshare.core.admission import DEFAULT_BODY_TIMEOUT, ServerLimits, SourceTable, retry_after
+from p2pshare.core.admission import (
+    CLIENT_KEEPALIVE,
+    DEFAULT_BODY_TIMEOUT,
+    ServerLimits,
+    SourceTable,
+    retry_after,
+)
 from p2pshare.core.deadlines import BODY_WINDOW, BodyPace
 from p2pshare.core.errors import PayloadTooLarge, TooManyRequests, Unavailable
 from p2pshare.core.problems import problem_for_error, problem_for_http
@@ -80,7 +86,22 @@ class PeerGuard:
         self._server: web.Server | None = None
 
     def runner_options(self) -> dict[str, Any]:
-        """Return the ``AppRunner`` keyword arguments that bound slow clients."""
+        """Return the ``AppRunner`` keyword arguments that bound slow clients.
+
+        aiohttp's keep-alive timer is also its head timer, so an idle kept-alive connection is
+        kept ``header_timeout`` too: at :data:`~p2pshare.core.admission.CLIENT_KEEPALIVE`
+        seconds or less, it is closed before the other nodes give theirs up, and a request
+        sent on one just then fails once. Allowed (tests cut slow clients off in 2 s), but
+        logged as a warning."""
+        if self.limits.header_timeout <= CLIENT_KEEPALIVE:
+            log.warning(
+                "header_timeout is %g s: this node closes idle connections that soon, before"
+                " the %g s other nodes keep them, so their requests now and then fail once;"
+                " more than %g s avoids it",
+                self.limits.header_timeout,
+                CLIENT_KEEPALIVE,
+                CLIENT_KEEPALIVE,
+            )
         return {
             "keepalive_timeout": self.limits.header_timeout,
             "lingering_time": min(MAX_LINGER, self.limits.body_timeout),

@@ -5,7 +5,7 @@ What uvicorn (with httptools) does by itself, and what is added here:
 - connections: ``limit_concurrency`` answers 503 once that many connections (or requests) are
   open; :func:`uvicorn_options` sets it from :attr:`ServerLimits.max_connections`; an idle
   kept-alive connection is closed after 5 s, before the nodes' clients give theirs up:
-  :func:`uvicorn_options` makes it ``header_timeout``;
+  :func:`uvicorn_options` makes it ``idle_timeout`` (``header_timeout``, at least 20 s);
 - bodies: nothing; :class:`~p2pshare.tracker.limits.BodySizeLimit` refuses a declared or
   streamed body above ``max_body_size`` with 413 before reading it;
 - request heads: httptools has no size limit and no time limit (a 10 MB header is read and
@@ -127,7 +127,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """Start the connection's read deadline with uvicorn's bookkeeping."""
         super().connection_made(transport)
         self._deadline = ReadDeadline(
-            self.limits.header_timeout, self.limits.body_timeout, self.loop.time()
+            self.limits.header_timeout,
+            self.limits.body_timeout,
+            self.loop.time(),
+            self.limits.idle_timeout,
         )
         self._head_bytes = 0
         self._timer: Any = None
@@ -156,9 +159,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def on_message_begin(self) -> None:
-        """A new request starts: its head is counted from here."""
+        """A new request starts: its head is counted, and due, from here."""
         super().on_message_begin()
         self._head_bytes = 0
+        self._deadline.message_begin(self.loop.time())
+        self._arm()
 
     def on_headers_complete(self) -> None:
         """The head is in: the body's pace applies from now."""
@@ -179,7 +184,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._arm()
 
     def on_response_complete(self) -> None:
-        """The response went out: the next request head is due in ``header_timeout``."""
+        """The response went out: the next request may wait ``idle_timeout`` to begin."""
         self._deadline.response_done(self.loop.time())
         super().on_response_complete()
         self._arm()
@@ -210,7 +215,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if not deadline.expired(now):
             self._arm()
             return
-        if deadline.phase is Phase.HEAD and not self._head_bytes:
+        if deadline.phase is Phase.IDLE or (deadline.phase is Phase.HEAD and not self._head_bytes):
             log.debug("closed an idle connection from %s", _peer(self))
         elif deadline.phase is Phase.HEAD:
             log.info(
@@ -245,11 +250,11 @@ def uvicorn_options(
     a class built for ``limits``, or :func:`guarded_protocol`'s; ``limit_concurrency``:
     uvicorn answers 503 from ``limit_concurrency`` open connections, one more than the
     connections served; ``timeout_keep_alive``: an idle kept-alive connection is closed after
-    ``header_timeout``, as a node's peer API does, and not uvicorn's 5 s: shorter than the
-    nodes keep theirs (``core.admission.CLIENT_KEEPALIVE``), a node's next call could meet a
-    connection closed as it was sent)."""
+    ``idle_timeout``, and not uvicorn's 5 s: shorter than the nodes keep theirs
+    (``core.admission.CLIENT_KEEPALIVE``), a node's next call could meet a connection closed
+    as it was sent)."""
     return {
         "http": protocol or guarded_protocol(limits),
         "limit_concurrency": limits.max_connections + 1,
-        "timeout_keep_alive": limits.header_timeout,
+        "timeout_keep_alive": limits.idle_timeout,
     }

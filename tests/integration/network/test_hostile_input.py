@@ -382,6 +382,25 @@ def test_a_connection_that_sends_nothing_is_closed(net: Cluster, which: str) -> 
     still_answers(net, which)
 
 
+def test_the_tracker_keeps_an_idle_connection_past_its_head_deadline_yet_cuts_a_slow_head(
+    net: Cluster,
+) -> None:
+    """Heads are due in 2 s here, yet an idle kept-alive connection is kept longer (at least
+    20 s: longer than the nodes keep theirs, so none of their calls meets a connection closed
+    as it is sent); the next head is then due 2 s after its first byte, not after the idle
+    time. (A node's peer API cannot tell these apart: aiohttp's one timer does both.)"""
+    health = request_head("GET", "/v1/health")
+    with closing(raw_connect(net.tracker_url)) as sock:
+        assert send_quietly(sock, health)
+        assert status_of(read_reply(sock, timeout=10)) == 200
+        time.sleep(HEADER_TIMEOUT + 2)  # idle past the head deadline
+        assert send_quietly(sock, health)
+        assert status_of(read_reply(sock, timeout=10)) == 200, "closed while idle"
+        time.sleep(HEADER_TIMEOUT + 2)
+        took = dribble_until_closed(sock, health, every=0.25, limit=HEADER_TIMEOUT + 3 * SLACK)
+    assert HEADER_TIMEOUT - 0.5 <= took <= HEADER_TIMEOUT + SLACK, f"cut off after {took:.1f} s"
+
+
 @pytest.mark.parametrize("which", ["tracker", "node"])
 def test_a_dribbled_json_body_is_cut_off(net: Cluster, which: str) -> None:
     target = "/v1/nodes/announce" if which == "tracker" else "/v1/reservations"

@@ -210,7 +210,7 @@ def test_an_idle_kept_alive_connection_stays_open_past_uvicorns_5_s(
     """A node keeps an idle connection 15 s for its next call; the tracker closed its side after
     uvicorn's 5 s, and a call sent as it closed failed with "Server disconnected" (a stopping
     node's offline report was lost so, and it stayed listed online). Now the tracker keeps it
-    for its header timeout (20 s)."""
+    at least 20 s (``ServerLimits.idle_timeout``), whatever its header timeout."""
     t = tracker_process
     t.start()
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)

@@ -36,13 +36,66 @@ def test_no_deadline_while_a_request_is_answered() -> None:
     assert not d.expired(1e9)
 
 
-def test_the_next_head_is_due_after_the_response() -> None:
+def test_an_idle_connection_waits_header_timeout_for_its_next_request_by_default() -> None:
     d = ReadDeadline(HEAD, BODY, now=0)
     d.head_done(now=1)
     d.message_done(now=1)
     d.response_done(now=50)
-    assert d.phase is Phase.HEAD
+    assert d.phase is Phase.IDLE
     assert d.due() == 52
+
+
+IDLE = 20.0
+
+
+def served_once(idle: float | None = IDLE) -> ReadDeadline:
+    """A deadline whose connection was answered once, at 10."""
+    d = ReadDeadline(HEAD, BODY, now=0, idle_timeout=idle)
+    d.message_begin(now=0)  # the first request: its head is already due from the connection
+    d.head_done(now=1)
+    d.message_done(now=1)
+    d.response_done(now=10)
+    return d
+
+
+def test_the_next_head_is_due_header_timeout_after_its_first_byte() -> None:
+    """An idle kept-alive connection may wait ``idle_timeout`` for the next request (longer
+    than its clients keep it), and that request's head is due ``header_timeout`` after it
+    began: the slow-loris bound is the head's, whatever the idle time."""
+    d = served_once()
+    assert (d.phase, d.due()) == (Phase.IDLE, 30)
+    assert not d.expired(29.9)
+    d.message_begin(now=25)
+    assert (d.phase, d.due()) == (Phase.HEAD, 27)
+    d.body(1, now=26)  # head bytes are not progress
+    assert d.expired(27)
+
+
+def test_a_request_begun_while_the_one_before_is_answered_is_due_from_that_answer() -> None:
+    d = ReadDeadline(HEAD, BODY, now=0, idle_timeout=IDLE)
+    d.head_done(now=1)
+    d.message_done(now=1)
+    d.message_begin(now=2)  # pipelined: the next request's first bytes came already
+    assert d.due() is None
+    d.response_done(now=10)
+    assert (d.phase, d.due()) == (Phase.HEAD, 12)
+    d.head_done(now=11)
+    d.message_done(now=11)
+    d.response_done(now=12)
+    assert (d.phase, d.due()) == (Phase.IDLE, 32)  # that was the only one waiting
+
+
+def test_an_idle_timeout_is_never_shorter_than_the_header_timeout() -> None:
+    assert served_once(idle=0.5).due() == 12
+    assert served_once(idle=None).due() == 12
+    assert ReadDeadline(HEAD, BODY, now=0).idle_timeout == HEAD
+
+
+def test_a_first_request_is_due_header_timeout_after_connecting_not_idle_timeout() -> None:
+    d = ReadDeadline(HEAD, BODY, now=0, idle_timeout=IDLE)
+    assert (d.phase, d.due()) == (Phase.HEAD, 2)
+    d.message_begin(now=1.5)  # its first byte does not restart the clock
+    assert d.due() == 2
 
 
 def test_a_body_must_bring_each_window_in_time() -> None:
@@ -74,14 +127,13 @@ def test_time_the_server_did_not_read_is_not_the_clients() -> None:
 
 def test_an_early_answer_waits_for_the_rest_of_the_body() -> None:
     """Answered before the body was read (413, 429): the rest must still keep the pace, and
-    the next head is due once it is in."""
-    d = ReadDeadline(HEAD, BODY, now=0)
+    the connection waits for the next request once it is in."""
+    d = ReadDeadline(HEAD, BODY, now=0, idle_timeout=IDLE)
     d.head_done(now=0)
     d.response_done(now=1)
     assert d.phase is Phase.BODY
     d.message_done(now=2)
-    assert d.phase is Phase.HEAD
-    assert d.due() == 4
+    assert (d.phase, d.due()) == (Phase.IDLE, 22)
 
 
 def test_bad_timeouts_are_refused() -> None:

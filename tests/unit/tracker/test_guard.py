@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from p2pshare.core.admission import CLIENT_KEEPALIVE, ServerLimits
+from p2pshare.core.admission import CLIENT_KEEPALIVE, IDLE_FLOOR, ServerLimits
 from p2pshare.tracker.guard import SourceRateLimit, guarded_protocol, uvicorn_options
 
 
@@ -99,10 +100,16 @@ def test_uvicorn_gets_the_guarded_protocol_and_the_connection_cap() -> None:
     options = uvicorn_options(limits)
     assert options["limit_concurrency"] == 8
     assert options["http"].limits is limits
-    assert options["timeout_keep_alive"] == 3
+    assert options["timeout_keep_alive"] == 20  # idle: at least IDLE_FLOOR, not the 3 s
     assert guarded_protocol(ServerLimits()).limits == ServerLimits()
 
 
-def test_an_idle_connection_is_kept_longer_than_the_nodes_keep_theirs() -> None:
-    # the client gives it up first: never a request sent on a connection being closed
-    assert uvicorn_options(ServerLimits())["timeout_keep_alive"] > CLIENT_KEEPALIVE
+@pytest.mark.parametrize("header_timeout", [2.0, 15.0, 20.0, 60.0])
+def test_an_idle_connection_is_kept_longer_than_the_nodes_keep_theirs(
+    header_timeout: float,
+) -> None:
+    # the client gives it up first: never a request sent on a connection being closed, however
+    # short the head deadline
+    limits = ServerLimits(header_timeout=header_timeout)
+    assert uvicorn_options(limits)["timeout_keep_alive"] > CLIENT_KEEPALIVE
+    assert limits.idle_timeout == max(header_timeout, IDLE_FLOOR)
