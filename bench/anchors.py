@@ -15,7 +15,9 @@ the same machine in the same run. Everything runs in a network namespace of its 
   the torrent's info hash; starts ONE seeder, a libtorrent session (``bench/bt_client.py seed``
   under the system python3); and :meth:`BtSwarm.download` starts N downloaders at once,
   libtorrent (``bt_client.py download``) or ``aria2c``, and returns each one's seconds from
-  its start until it reported the torrent complete with every piece hash-checked. DHT, local
+  its start until it reported the torrent complete with every piece hash-checked (and, in
+  :attr:`BtSwarm.last_durable`, the same plus an fsync of its copy: the clients leave their
+  bytes in the page cache, while our downloads are durable when counted). DHT, local
   peer discovery, peer exchange, UPnP/NAT-PMP and uTP are off in every client (and the torrent
   is private), so the tracker is the only source of peers: downloaders get data from the
   seeder and from each other only.
@@ -48,6 +50,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
@@ -583,6 +586,12 @@ class BtSwarm:
         self._seeder: subprocess.Popen[bytes] | None = None
         self._calls = 0
         self._next_port = FIRST_DOWNLOADER_PORT
+        self.last_durable: list[float] = []
+        """each downloader of the last :meth:`download`: its seconds, plus the seconds an fsync
+        of its copy took once every downloader had exited (the copies at once, one thread
+        each). The clients write through the page cache; some of it reaches the disk before
+        the fsync (aria2c stays a second after completing), so this is a lower bound of the
+        time to a durable copy."""
 
     @property
     def announce_url(self) -> str:
@@ -751,7 +760,11 @@ class BtSwarm:
                 if status != 0:
                     why = _tail(logs[i]) or f"exit status {status}"
                     raise RuntimeError(f"{client} downloader {i} did not exit cleanly: {why}")
-            self._verify([base / f"{i}" / self.path.name for i in procs])
+            copies = [base / f"{i}" / self.path.name for i in procs]
+            with ThreadPoolExecutor(len(copies)) as pool:
+                flushed = list(pool.map(fsync_seconds, copies))
+            self.last_durable = [t + f for t, f in zip(times, flushed, strict=True)]
+            self._verify(copies)
             return times
         finally:
             for proc in procs.values():
@@ -818,6 +831,17 @@ def _read_lines(
                 if not chunk or key in found:
                     sel.unregister(stream)
     return found
+
+
+def fsync_seconds(path: Path) -> float:
+    """Return the seconds an fsync of ``path`` takes (writing what of it is not on disk)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        started = time.monotonic()
+        os.fsync(fd)
+        return time.monotonic() - started
+    finally:
+        os.close(fd)
 
 
 def _sha256(path: Path) -> str:

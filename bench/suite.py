@@ -947,9 +947,12 @@ class Suite:
         self._swarms[shared.path] = swarm
         return swarm
 
-    def download_anchors(self, shared: Shared, count: int) -> dict[str, Contender | None]:
+    def download_anchors(
+        self, shared: Shared, count: int, durable: dict[str, list[float]] | None = None
+    ) -> dict[str, Contender | None]:
         """Return libtorrent and aria2c downloading ``shared`` (``count`` clients at once), MB/s
-        as ours is counted (1: size / seconds; more: count x size / the slowest)."""
+        as ours is counted (1: size / seconds; more: count x size / the slowest). Each run's
+        MB/s to durable copies (``BtSwarm.last_durable``) is appended to ``durable[name]``."""
         if not self.plan.anchors:
             return {}
         swarm = self.swarm(shared)
@@ -959,6 +962,9 @@ class Suite:
                 seconds = swarm.download(name, count)
                 if len(seconds) != count or min(seconds) <= 0:
                     raise RuntimeError(f"{name}: {count} clients reported {seconds}")
+                flushed = swarm.last_durable
+                if durable is not None and len(flushed) == count and min(flushed) > 0:
+                    durable.setdefault(name, []).append(count * shared.size / MB / max(flushed))
                 return count * shared.size / MB / max(seconds)
 
             return run
@@ -980,7 +986,8 @@ class Suite:
             last.update(got)
             return shared.size / MB / got["node_s"][0]
 
-        anchors = self.download_anchors(shared, 1)
+        durable: dict[str, list[float]] = {}
+        anchors = self.download_anchors(shared, 1, durable)
         values, anchor_values, errors = self.interleave("download-1", ours, anchors, "MB/s")
         self.holder_peaks()
         n = len(values)
@@ -998,6 +1005,7 @@ class Suite:
                 "cli_wall_mb_s": median([shared.size / MB / s for s in extra["cli_s"][-n:]]),
                 "holders": 3,
                 "sources_last_run": last.get("sources", {}),
+                "anchors_durable": durable_medians(durable, anchor_values),
             }
         )
 
@@ -1012,7 +1020,8 @@ class Suite:
             extra["sources"].append(got["sources"])
             return 3 * shared.size / MB / got["wall_s"]
 
-        anchors = self.download_anchors(shared, 3)
+        durable: dict[str, list[float]] = {}
+        anchors = self.download_anchors(shared, 3, durable)
         values, anchor_values, errors = self.interleave("download-3", ours, anchors, "MB/s")
         self.holder_peaks()
         n = len(values)
@@ -1029,6 +1038,7 @@ class Suite:
                 "wall_seconds": extra["wall_s"][-n:],
                 "node_seconds": extra["node_s"][-n:],
                 "sources_last_run": extra["sources"][-1] if extra["sources"] else {},
+                "anchors_durable": durable_medians(durable, anchor_values),
             }
         )
 
@@ -1853,6 +1863,19 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def durable_medians(
+    durable: dict[str, list[float]], anchor_values: dict[str, list[float]]
+) -> dict[str, float]:
+    """Return each client's median MB/s to durable copies over the rounds counted in
+    ``anchor_values`` (its last values: the first, when there are more, is the warm-up's)."""
+    out = {}
+    for name, runs in anchor_values.items():
+        counted = durable.get(name, [])[-len(runs) :] if runs else []
+        if counted:
+            out[name] = median(counted)
+    return out
+
+
 def notes_of(row: Row) -> str:
     """Return the extra facts of a row, in a sentence or two."""
     w = row["workload"]
@@ -1865,6 +1888,15 @@ def notes_of(row: Row) -> str:
         out.append(f"per downloader, node seconds: {row['node_seconds']}")
     if row.get("sources_last_run"):
         out.append(f"chunks by source in the last run: {row['sources_last_run']}")
+    if row.get("anchors_durable") and positive(row.get("ours")):
+        shown = ", ".join(
+            f"{name} {fmt(v)} MB/s (x{row['ours'] / v:.2f})"
+            for name, v in row["anchors_durable"].items()
+        )
+        out.append(
+            f"the clients to a durable copy (their seconds plus an fsync of each copy once "
+            f"they exited, a lower bound; ours are durable when counted): {shown}"
+        )
     if w == "tracker":
         out.append(
             f"announces p50 {fmt(row.get('p50_ms'))} ms, p99 {fmt(row.get('p99_ms'))} ms; "

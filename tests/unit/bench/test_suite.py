@@ -225,3 +225,19 @@ def test_a_target_whose_figure_is_missing_is_not_judged() -> None:
         "scaling-4g": {">= 90% of scaling-512m's MB/s": False},
     }
     assert "not judged" in suite.targets_of(rows[0])
+
+
+def test_the_clients_durable_figures_count_the_rounds_their_speeds_count() -> None:
+    # the first durable figure is the warm-up's (not in anchor_values); a client with no
+    # counted round has none; one whose durable figures are missing is left out
+    durable = {"libtorrent": [100.0, 300.0, 200.0, 250.0], "aria2c": [90.0]}
+    counted = {"libtorrent": [600.0, 500.0, 550.0], "aria2c": [], "other": [1.0]}
+    assert suite.durable_medians(durable, counted) == {"libtorrent": 250.0}
+
+
+def test_the_durable_figures_are_noted_with_our_ratio_to_each() -> None:
+    r = row("download-3", 600.0, anchors_durable={"libtorrent": 200.0, "aria2c": 240.0})
+    note = suite.notes_of(r)
+    assert "the clients to a durable copy" in note
+    assert "libtorrent 200 MB/s (x3.00), aria2c 240 MB/s (x2.50)" in note
+    assert "durable copy" not in suite.notes_of(row("download-3", 600.0, anchors_durable={}))
