@@ -106,6 +106,7 @@ from tests.integration.network.cluster import (  # noqa: E402
 )
 
 import tracker_load  # noqa: E402
+from anchors import fsync_seconds  # noqa: E402  (stdlib only: what the anchors use too)
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -392,15 +393,6 @@ def run_cli(node: Node, *args: str, timeout: float = 3600) -> CliRun:
     return CliRun(doc, started, ended, peak[0])
 
 
-def fsync_file(path: Path) -> None:
-    """Flush ``path`` to disk, so its dirty pages are not written during a timed run."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 @dataclass
 class Shared:
     """A file registered once and held by h1, h2 and h3 (every chunk on all three)."""
@@ -510,7 +502,7 @@ class Net:
             return self.shared[key]
         path = self.root / f"shared-{label(size)}{'-encrypted' if encrypt else ''}.bin"
         digest = make_file(path, size)
-        fsync_file(path)
+        fsync_seconds(path)  # its dirty pages are not written during a timed run
         run = run_cli(self.c.nodes["h1"], *self.upload_args(path, size, encrypt=encrypt))
         fid = str(run.doc["file_id"])
         detail = self.c.get(f"/v1/files/{fid}")
@@ -1068,7 +1060,7 @@ class Suite:
         src = self.work / f"upload-{node.name}.bin"
         try:
             digest = make_file(src, size)
-            fsync_file(src)
+            fsync_seconds(src)
             os.sync()
             run = run_cli(node, *net.upload_args(src, size, encrypt=encrypt))
             if run.doc.get("sha256") != digest:
