@@ -181,13 +181,17 @@ class LostReporter:
                         )
                         await asyncio.sleep(delay)
                         continue
+                    taken = 0
                 else:
                     failures = 0
-                    self.reported += len(batch)
-                for cid in batch:
-                    self._waiting.pop(cid, None)
+                    taken = len(batch)
+                # forgotten on disk first: once ``waiting`` drops (or ``reported`` grows), the
+                # record no longer holds the batch, even if the node stops right then
                 if self._store is not None:
                     await self._store.lost_reported(batch)
+                for cid in batch:
+                    self._waiting.pop(cid, None)
+                self.reported += taken
 
     async def _keep(self) -> None:
         """Keep on disk the chunks recorded since the last call (with a store)."""

@@ -37,7 +37,8 @@ async def report(
 ) -> LostReporter:
     """Run a reporter of ``ids`` for node ``keys`` (announced first or not; keeping what waits
     in ``store``, if given) until nothing waits and the tracker took ``taken`` chunks, or
-    ``wait`` seconds have passed; return it."""
+    ``wait`` seconds have passed; return it, stopped the moment its counts say so (as a node
+    stopping then would)."""
     async with new_session() as session:
         tracker = TrackerClient(session, url, signer=keys)
         if announce:
@@ -56,7 +57,7 @@ async def report(
         task = asyncio.create_task(lost.run())
         deadline = time.monotonic() + wait
         while (lost.waiting or lost.reported < taken) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0)  # every turn of the loop: sees the counts the moment they move
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         return lost
