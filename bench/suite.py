@@ -29,18 +29,20 @@ Workloads (``--only`` takes these names; rows are named as in brackets):
               original).
   memory      peak RSS (VmHWM) of every node during the runs above and of the CLI, and of
               the downloading node in the 512 MiB and 4 GiB downloads of ``scaling``.
-  tracker     a tracker alone (TLS, the client does not check the certificate) with 200
-              files x 16 chunks x 3 replicas registered; 64 clients in a closed loop, signed
-              announces then file-detail reads (``bench/tracker_load.py``); anchor:
-              opentracker with the same load generator speaking BitTorrent announces.
+  tracker     a tracker alone with 200 files x 16 chunks x 3 replicas registered; 64 clients
+              in a closed loop, signed announces then file-detail reads
+              (``bench/tracker_load.py``), over plain HTTP (``--no-tls``) as the transfer rows
+              and the anchor: opentracker with the same load generator speaking BitTorrent
+              announces. [tracker-tls]: the same on a second tracker over TLS (the tracker's
+              default; the client does not check the certificate), no anchor, no warm-up.
   scaling     download MB/s of 64 MiB, 512 MiB and 4 GiB [scaling-64m, ...], and the p50
               latency of file-detail reads (one client) with 100, 10k and 100k files
               registered [scaling-files-100, ...]; the files are written into the tracker's
               SQLite database before it starts, with its own migrations and table models in
               one transaction (10 ms per signed registration would make 100k take 17 min).
 
-Every workload runs one discarded warm-up round (but ``tls`` and ``encrypted``, which follow
-the same plain work on a warm machine), then ``--rounds`` rounds in which ours and
+Every workload runs one discarded warm-up round (but ``tls``, ``encrypted`` and tracker-tls,
+which follow the same plain work on a warm machine), then ``--rounds`` rounds in which ours and
 each anchor take turns (ours, anchor 1, anchor 2, ours, ...); rows report medians. Transfers
 run among real processes of the test harness (``tests/integration/network/cluster.py``: a
 tracker and nodes on loopback, plain or TLS as above), each download by a fresh node
@@ -143,6 +145,10 @@ CHUNK_SIZE = str(DEFAULT_CHUNK_SIZE)
 TRACKER_CLIENTS = 64
 TRACKER_FILES = (200, 16, 3)
 """files (50 in --smoke), chunks each, replicas each of the tracker workload"""
+TRACKER_PLAIN_TRANSPORT = "plain HTTP (--no-tls), as opentracker and the transfer rows"
+TRACKER_TLS_TRANSPORT = (
+    "TLS (the tracker's default); the load generator does not verify the certificate"
+)
 SCALE_SHAPE = (4, 3, 8)
 """chunks per file, replicas per chunk, holder nodes of the scaling-files catalogues"""
 NODE_TARGET_MIB = 150
@@ -1224,14 +1230,27 @@ class Suite:
     # -- tracker --------------------------------------------------------------------------------
 
     def w_tracker(self) -> None:
+        """Rows tracker (plain HTTP, as opentracker and the transfer rows are; the target's row)
+        and tracker-tls (the tracker's default, TLS; no anchor): the same load on each."""
+        self.tracker_row("tracker", tls=False)
+        self.tracker_row("tracker-tls", tls=True)
+
+    def tracker_row(self, workload: str, *, tls: bool) -> None:
+        """Load a fresh tracker (TLS or not) with announces then file-detail reads, rounds as
+        everywhere; opentracker's announces in turn with the plain one."""
         _, chunks, replicas = TRACKER_FILES
         files = self.plan.tracker_files
-        root = self.work / "tracker-load"
+        root = self.work / workload
         root.mkdir()
         c = Cluster(root)
         try:
             url = c.start_tracker(
-                "--audit-interval", "86400", "--repair-grace", "86400", heartbeat=30.0
+                "--audit-interval",
+                "86400",
+                "--repair-grace",
+                "86400",
+                *(() if tls else ("--no-tls",)),
+                heartbeat=30.0,
             )
             assert c.tracker is not None
             pid = c.tracker.popen.pid
@@ -1274,7 +1293,7 @@ class Suite:
 
             anchors: dict[str, Contender | None] = {}
             opentracker: list[dict[str, Any]] = []
-            if self.plan.anchors:
+            if self.plan.anchors and not tls:
                 mod = self.anchors.module()
 
                 def run_load(prefix: list[str], url: str) -> dict[str, Any]:
@@ -1300,14 +1319,16 @@ class Suite:
                     return float(got["rps"])
 
                 anchors["opentracker"] = anchor if mod is not None else None
-            values, anchor_values, errors = self.interleave("tracker", ours, anchors, "req/s")
+            values, anchor_values, errors = self.interleave(
+                workload, ours, anchors, "req/s", warm_up=not tls
+            )
         finally:
             c.close()
         n = len(values)
         a, d = announce[-n:], detail[-n:]
         self.add(
             {
-                "workload": "tracker",
+                "workload": workload,
                 "unit": "announces/s",
                 "ours": median(values),
                 "runs": values,
@@ -1340,8 +1361,8 @@ class Suite:
                 "clients": TRACKER_CLIENTS,
                 "seconds_per_run": seconds,
                 "catalogue": f"{files} files x {chunks} chunks x {replicas} replicas",
-                "transport": "TLS (the tracker's default); the load generator does not "
-                "verify the certificate; opentracker: plain http",
+                "transport": TRACKER_TLS_TRANSPORT if tls else TRACKER_PLAIN_TRANSPORT,
+                **({"note": NO_WARM_UP} if tls else {}),
             }
         )
 
@@ -1675,6 +1696,7 @@ ROW_ORDER = [
     "upload-encrypted",
     "memory",
     "tracker",
+    "tracker-tls",
 ]
 
 
@@ -1889,7 +1911,7 @@ def notes_of(row: Row) -> str:
             f"the clients to a durable copy (their seconds plus an fsync of each copy once "
             f"they exited, a lower bound; ours are durable when counted): {shown}"
         )
-    if w == "tracker":
+    if w in ("tracker", "tracker-tls"):
         out.append(
             f"announces p50 {fmt(row.get('p50_ms'))} ms, p99 {fmt(row.get('p99_ms'))} ms; "
             f"file-detail reads {fmt(row.get('detail_rps'))}/s, p50 "
@@ -1937,6 +1959,8 @@ def check(doc: dict[str, Any], plan: Plan) -> list[str]:
             want |= {"upload-encrypted", "download-1-encrypted"}
         elif w == "tls":
             want |= {"download-1-tls", "upload-tls"}
+        elif w == "tracker":
+            want |= {"tracker", "tracker-tls"}
         elif w == "scaling":
             want |= {f"scaling-{size_tag(n)}" for n in plan.scaling_sizes}
             want |= {f"scaling-files-{count_tag(n)}" for n in plan.file_counts}
@@ -1956,7 +1980,9 @@ def check(doc: dict[str, Any], plan: Plan) -> list[str]:
                 problems.append(f"{name}: anchor {a} is {v!r}")
         if r.get("limit") is not None and not positive(r["limit"].get("value")):
             problems.append(f"{name}: limit {r['limit']!r}")
-        if name == "tracker" and not (positive(r.get("p50_ms")) and positive(r.get("p99_ms"))):
+        if name in ("tracker", "tracker-tls") and not (
+            positive(r.get("p50_ms")) and positive(r.get("p99_ms"))
+        ):
             problems.append(f"{name}: p50/p99 {r.get('p50_ms')!r}/{r.get('p99_ms')!r}")
     return problems
 

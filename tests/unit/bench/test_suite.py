@@ -49,6 +49,7 @@ def complete_doc() -> dict[str, Any]:
         "upload-tls",
     ]
     rows = [row(n) for n in names]
+    rows.append(row("tracker-tls", 800.0, p50_ms=55.0, p99_ms=210.0))
     rows.append(row("tracker", 900.0, p50_ms=50.0, p99_ms=200.0))
     return {"machine": {}, "rows": rows}
 
@@ -68,6 +69,8 @@ def test_a_complete_smoke_document_passes() -> None:
         (lambda d: d["rows"][3].update(anchors={"aria2c": 0}), "anchor aria2c"),
         (lambda d: d["rows"][3].update(limit={"name": "sha256", "value": None}), "limit"),
         (lambda d: d["rows"][-1].update(p99_ms=None), "tracker: p50/p99"),
+        (lambda d: d["rows"][-2].update(p50_ms=0.0), "tracker-tls: p50/p99"),
+        (lambda d: d["rows"].pop(-2), "no row tracker-tls"),
         (lambda d: d["rows"][8].update(error="RuntimeError: boom"), "memory: RuntimeError"),
     ],
 )
